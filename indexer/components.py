@@ -1,0 +1,420 @@
+"""Base classes for every kind of component. A plugin subclasses one and implements its abstract method(s);
+batching, validation and bookkeeping live here, once.
+
+Component classes are constructed from configuration (keyword arguments that mirror CLI flags / TOML keys) and
+must be cheap to construct: heavy work (loading a model, opening a database) happens on first use, and
+``check()`` validates configuration before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from indexer.types import BadRecord, Chunk, Document, ModelInfo, Shard
+
+# --------------------------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_DOC_CHARS = 5_000_000
+
+
+@dataclass
+class FieldMapping:
+    """How raw records map onto :class:`Document` fields.
+
+    ``id_field=None`` tries ``id`` then ``_id``; a record with neither gets ``<shard>:<locator>`` as its id.
+    ``title_field`` (when set and present) is joined before the text with ``title_separator``.
+    ``metadata_fields=["*"]`` keeps every other column.
+    """
+
+    id_field: str | None = None
+    text_field: str = "text"
+    title_field: str | None = None
+    title_separator: str = "\n\n"
+    metadata_fields: list[str] = field(default_factory=list)
+    max_doc_chars: int = DEFAULT_MAX_DOC_CHARS
+
+
+class Source(ABC):
+    """Reads a corpus as shards of records. Subclasses implement :meth:`shards` and :meth:`records`;
+    the base maps fields, validates and reports bad records."""
+
+    #: Short description shown by ``indexer plugins``.
+    description: ClassVar[str] = ""
+
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
+        self.uri = uri
+        self.mapping = mapping or FieldMapping()
+        self.options = options
+
+    @classmethod
+    def can_read(cls, uri: str) -> bool:
+        """Whether this source reads ``uri`` when the user did not name a source (auto-detection)."""
+        return False
+
+    def check(self) -> None:
+        """Raise :class:`indexer.errors.ConfigError` when the input cannot be read. Called before any work."""
+
+    def identity(self) -> str:
+        """A string that identifies what this source reads (used in the chunk set's key)."""
+        return f"{type(self).__name__}:{self.uri}"
+
+    @abstractmethod
+    def shards(self) -> list[Shard]:
+        """The shards of the input, in a stable order."""
+
+    @abstractmethod
+    def records(self, shard: Shard) -> Iterator[tuple[str, Any]]:
+        """Yield ``(locator, record)`` for each raw record of a shard; ``locator`` says where it is ("line 17").
+
+        ``record`` is a ``dict`` of fields, or a :class:`BadRecord`-worthy ``Exception`` when the raw record could
+        not even be parsed (invalid JSON, invalid UTF-8); the base reports it and moves on.
+        """
+
+    def read(self, shard: Shard) -> Iterator[Document | BadRecord]:
+        """Documents of a shard, with bad records reported in place (never raised)."""
+        seen: dict[str, str] = {}
+        m = self.mapping
+        for locator, record in self.records(shard):
+            if isinstance(record, Exception):
+                yield BadRecord(shard.key, locator, str(record))
+                continue
+            if not isinstance(record, dict):
+                yield BadRecord(shard.key, locator, f"record is a {type(record).__name__}, not an object")
+                continue
+            doc_id = _record_id(record, m.id_field)
+            if doc_id is None:
+                if m.id_field is not None:
+                    yield BadRecord(shard.key, locator, f"missing id field {m.id_field!r}")
+                    continue
+                doc_id = f"{shard.key}:{locator}"
+            name = f"{doc_id} ({locator})" if doc_id != f"{shard.key}:{locator}" else locator
+            text = record.get(m.text_field)
+            if m.text_field not in record or text is None:
+                yield BadRecord(shard.key, name, f"missing text field {m.text_field!r}")
+                continue
+            if not isinstance(text, str):
+                yield BadRecord(shard.key, name, f"text field {m.text_field!r} is {type(text).__name__}, not a string")
+                continue
+            if not text.strip():
+                yield BadRecord(shard.key, name, "empty text" if not text else "text is only whitespace")
+                continue
+            if m.title_field:
+                title = record.get(m.title_field)
+                if isinstance(title, str) and title.strip():
+                    text = title.strip() + m.title_separator + text
+            if len(text) > m.max_doc_chars:
+                yield BadRecord(
+                    shard.key, name, f"document has {len(text):,} characters, over the limit of {m.max_doc_chars:,} "
+                    "(raise it with --max-doc-chars)"
+                )
+                continue
+            if doc_id in seen:
+                yield BadRecord(shard.key, name, f"duplicate id {doc_id!r} (first at {seen[doc_id]}); kept the first")
+                continue
+            seen[doc_id] = locator
+            yield Document(id=doc_id, text=text, metadata=_metadata(record, m))
+
+
+def _record_id(record: dict, id_field: str | None) -> str | None:
+    for key in [id_field] if id_field else ["id", "_id"]:
+        value = record.get(key)
+        if value is not None and str(value) != "":
+            return str(value)
+    return None
+
+
+def _metadata(record: dict, m: FieldMapping) -> dict[str, Any]:
+    if not m.metadata_fields:
+        return {}
+    if m.metadata_fields == ["*"]:
+        skip = {m.text_field, m.id_field or "id", "_id", m.title_field}
+        return {k: v for k, v in record.items() if k not in skip}
+    return {k: record[k] for k in m.metadata_fields if k in record}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chunkers
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Chunker(ABC):
+    """Cuts documents into chunks by token count, using the embedding model's own fast tokenizer.
+
+    :param tokenizer: a ``tokenizers.Tokenizer`` (the fast tokenizer of the embedding model).
+    :param max_tokens: most content tokens per chunk (special tokens excluded).
+    :param overlap: tokens shared by consecutive chunks of one document.
+    :param min_tokens: a final chunk that would add fewer new tokens than this is not emitted on its own.
+    :param boundaries: ``"token"``, ``"sentence"`` or ``"paragraph"``: where a chunk prefers to end.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_tokens: int,
+        overlap: int = 0,
+        min_tokens: int = 0,
+        boundaries: str = "token",
+        tokenizer_key: str = "",
+        **options: Any,
+    ):
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.overlap = overlap
+        self.min_tokens = min_tokens
+        self.boundaries = boundaries
+        self.tokenizer_key = tokenizer_key
+        self.options = options
+
+    def check(self) -> None:
+        """Raise :class:`indexer.errors.ConfigError` for settings that cannot work."""
+        from indexer.errors import ConfigError
+
+        if self.max_tokens < 1:
+            raise ConfigError(f"--max-tokens must be at least 1 (got {self.max_tokens})")
+        if not 0 <= self.overlap < self.max_tokens:
+            raise ConfigError(f"--overlap must be between 0 and --max-tokens - 1 (got {self.overlap})")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ConfigError(f"--min-tokens must be between 0 and --max-tokens (got {self.min_tokens})")
+        if self.boundaries not in ("token", "sentence", "paragraph"):
+            raise ConfigError(f"--boundaries must be token, sentence or paragraph (got {self.boundaries!r})")
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "chunker": type(self).__name__,
+            "max_tokens": self.max_tokens,
+            "overlap": self.overlap,
+            "min_tokens": self.min_tokens,
+            "boundaries": self.boundaries,
+            "tokenizer": self.tokenizer_key,
+        }
+
+    def settings_key(self) -> str:
+        """Goes into every chunk's content hash: the same text under other settings is another chunk."""
+        return ";".join(f"{k}={v}" for k, v in sorted(self.settings().items()))
+
+    @abstractmethod
+    def chunk(self, doc: Document) -> list[Chunk]:
+        """The chunks of one document, in order, with deterministic ids and hashes."""
+
+    def chunk_many(self, docs: Iterable[Document]) -> Iterator[Chunk]:
+        for doc in docs:
+            yield from self.chunk(doc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Embedders
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Embedder(ABC):
+    """Turns chunks into vectors. Subclasses implement :meth:`embed_batch` (and :meth:`load`/:attr:`info`);
+    the base sorts chunks by token count, packs them into batches under a padded-token budget and returns
+    vectors in input order.
+
+    :param model: a model id or path.
+    :param batch_tokens: padded tokens per batch (batch size x longest chunk in it).
+    """
+
+    #: vectors per chunk: "dense" (one) or "multivector" (one per token, late interaction).
+    kind: ClassVar[str] = "dense"
+
+    def __init__(self, model: str, *, batch_tokens: int = 16384, max_batch_size: int = 512, **options: Any):
+        self.model = model
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.options = options
+
+    def check(self) -> None:
+        """Raise :class:`indexer.errors.ConfigError` when the model cannot be found. Called before any work."""
+
+    @property
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """The model's fingerprint, dimension, pooling, normalisation, limits and precision."""
+
+    def tokenizer(self) -> Any:
+        """The model's fast tokenizer (``tokenizers.Tokenizer``), which the chunker counts with."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose a tokenizer")
+
+    def tokenizer_key(self) -> str:
+        """Identifies the tokenizer (a hash of its definition); goes into chunk content hashes."""
+        return self.info.fingerprint
+
+    def content_token_limit(self) -> int:
+        """Most content tokens a chunk can hold so that, with special tokens added, it fits the model."""
+        return self.info.max_tokens - 2
+
+    @abstractmethod
+    def embed_batch(self, chunks: Sequence[Chunk]) -> Any:
+        """Vectors (``numpy.ndarray``, float32, one row per chunk, same order) for one batch of chunks.
+
+        Chunks may carry ``token_ids`` from the chunker; use them instead of tokenising again when they come
+        from the same tokenizer.
+        """
+
+    def batches(self, chunks: Sequence[Chunk]) -> list[list[int]]:
+        """Indices of ``chunks`` grouped into batches: sorted by token count (longest first, so a memory
+        problem shows up at once) and packed so that batch size x longest <= ``batch_tokens``."""
+        order = sorted(range(len(chunks)), key=lambda i: -chunks[i].token_count)
+        out: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for i in order:
+            n = chunks[i].token_count + 2
+            new_longest = max(longest, n)
+            if current and (new_longest * (len(current) + 1) > self.batch_tokens or len(current) >= self.max_batch_size):
+                out.append(current)
+                current, new_longest = [], n
+            current.append(i)
+            longest = new_longest
+        if current:
+            out.append(current)
+        return out
+
+    def embed(self, chunks: Sequence[Chunk], progress: Callable[[int], None] | None = None) -> Any:
+        """Vectors for ``chunks``, in input order."""
+        import numpy as np
+
+        if not chunks:
+            return np.zeros((0, self.info.dimension), dtype=np.float32)
+        out = None
+        for idx in self.batches(chunks):
+            vecs = np.asarray(self.embed_batch([chunks[i] for i in idx]), dtype=np.float32)
+            if out is None:
+                out = np.empty((len(chunks), vecs.shape[1]), dtype=np.float32)
+            out[idx] = vecs
+            if progress:
+                progress(len(idx))
+        return out
+
+    def embed_queries(self, queries: Sequence[str]) -> Any:
+        """Vectors for search queries (same model, no chunking; over-long queries are truncated)."""
+        chunks = [Chunk(f"q{i}", "", 0, q, max(1, math.ceil(len(q) / 4)), 0, len(q), "") for i, q in enumerate(queries)]
+        return self.embed(chunks)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sinks
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    id: str
+    doc_id: str
+    score: float
+    text: str = ""
+    chunk_index: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Sink(ABC):
+    """Stores embedded chunks. A sink is a context manager: ``open`` on enter, ``close`` on exit.
+
+    Rows arrive per shard as Arrow record batches with ``indexer.types.embedded_schema``; writing a shard
+    replaces whatever the sink held for that shard (upsert by ``id``, rows of the shard that are no longer
+    produced are removed), atomically where the store allows, so a rerun never duplicates.
+    """
+
+    #: Whether :meth:`search` is implemented.
+    searchable: ClassVar[bool] = False
+
+    def __init__(self, *, db: str, table: str, **options: Any):
+        self.db = db
+        self.table = table
+        self.options = options
+
+    def check(self) -> None:
+        """Raise :class:`indexer.errors.ConfigError` when the destination cannot be written."""
+
+    def open(self, model: ModelInfo, meta: dict[str, Any]) -> None:
+        """Prepare the destination for vectors of ``model``; refuse a table that holds another model's vectors."""
+
+    @abstractmethod
+    def write_shard(self, shard: str, batches: Iterable[Any]) -> int:
+        """Replace the rows of ``shard`` with ``batches``; return the number of rows written."""
+
+    def close(self) -> None:
+        """Commit and release; build indexes that pay off at the table's size."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def search(self, vectors: Any, k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
+        """Top ``k`` hits per query vector, best first."""
+        raise NotImplementedError(f"sink {type(self).__name__} cannot search")
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def tables(self) -> list[dict[str, Any]]:
+        """Tables at this destination with their recorded metadata (for ``indexer info``)."""
+        return []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Executors
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Executor(ABC):
+    """Schedules shard jobs. It knows nothing about what a job does: it calls ``fn(job)`` for each job somewhere
+    (this process, a pool, a container) and yields the results as they finish, in any order.
+
+    ``fn`` and the jobs are picklable (``fn`` is a module-level function).
+    """
+
+    def __init__(self, *, workers: int | None = None, **options: Any):
+        self.workers = workers
+        self.options = options
+
+    def check(self) -> None:
+        """Raise :class:`indexer.errors.ConfigError` when this executor cannot run here."""
+
+    @abstractmethod
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> Iterator[Any]:
+        """Run ``fn`` on every job; yield results as they complete."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Feedback stores
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FeedbackPair:
+    query: str
+    positive_id: str  # a chunk id or a document id
+    positive_text: str | None = None
+    negative_ids: list[str] = field(default_factory=list)
+    relevance: float = 1.0
+    source: str = "api"
+    timestamp: float = 0.0
+    query_id: str | None = None
+
+
+class FeedbackStore(ABC):
+    """Keeps (query → relevant passage) pairs for fine-tuning."""
+
+    def __init__(self, *, db: str, **options: Any):
+        self.db = db
+        self.options = options
+
+    @abstractmethod
+    def add(self, pairs: Iterable[FeedbackPair]) -> int:
+        """Store pairs, dropping exact duplicates; return how many were new."""
+
+    @abstractmethod
+    def pairs(self) -> Iterator[FeedbackPair]:
+        """Every stored pair."""

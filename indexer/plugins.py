@@ -1,0 +1,176 @@
+"""The plugin host: loads plugins from the ``indexer`` entry-point group and builds component registries.
+
+Environment switches:
+
+* ``INDEXER_PLUGINS=name,name`` loads only the named entry points (``INDEXER_PLUGINS=`` with an empty value
+  loads none, which the core's own tests use). Names are entry-point names, as ``indexer plugins`` lists them.
+* ``INDEXER_DISABLE_PLUGINS=name,name`` loads all but the named ones.
+* ``INDEXER_TRACE_PLUGINS=1`` prints every hook call, its arguments and results to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from indexer import hookspecs
+from indexer.errors import ConfigError
+
+# Component kind → the register hook that fills it.
+COMPONENT_HOOKS = {
+    "source": "register_sources",
+    "chunker": "register_chunkers",
+    "embedder": "register_embedders",
+    "sink": "register_sinks",
+    "executor": "register_executors",
+    "feedback_store": "register_feedback_stores",
+}
+
+
+@dataclass
+class Registration:
+    name: str
+    cls: type
+    plugin: str
+    trylast: bool = False
+
+
+@dataclass
+class Registry:
+    """Name → component class, for one kind of component."""
+
+    kind: str
+    entries: dict[str, Registration] = field(default_factory=dict)
+
+    def add(self, reg: Registration) -> None:
+        old = self.entries.get(reg.name)
+        if old is None or old.trylast and not reg.trylast:
+            self.entries[reg.name] = reg
+        elif reg.trylast and not old.trylast:
+            return
+        else:
+            raise ConfigError(
+                f"{self.kind} {reg.name!r} is registered by both plugin {old.plugin!r} and plugin {reg.plugin!r}; "
+                f"disable one with INDEXER_DISABLE_PLUGINS={reg.plugin}"
+            )
+
+    def get(self, name: str) -> type:
+        try:
+            return self.entries[name].cls
+        except KeyError:
+            known = ", ".join(sorted(self.entries)) or "none (are the plugins installed?)"
+            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+
+class Host:
+    """A plugin manager plus the registries built from it."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+        self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in COMPONENT_HOOKS}
+        for kind, hook_name in COMPONENT_HOOKS.items():
+            hook = getattr(pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+
+                def register(name: str, cls: type, _kind=kind, _plugin=plugin_name, _trylast=impl.trylast):
+                    self.registries[_kind].add(Registration(name, cls, _plugin, _trylast))
+
+                impl.function(**{k: v for k, v in {"register": register}.items() if k in impl.argnames})
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    def registry(self, kind: str) -> Registry:
+        return self.registries[kind]
+
+    def component(self, kind: str, name: str) -> type:
+        return self.registries[kind].get(name)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every loaded plugin with its hooks and the components it registers."""
+        out = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda x: x[0] or ""):
+            if plugin is hookspecs:
+                continue
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            components = {
+                kind: sorted(r.name for r in reg.entries.values() if r.plugin == name)
+                for kind, reg in self.registries.items()
+            }
+            out.append(
+                {
+                    "name": name,
+                    "module": getattr(plugin, "__name__", repr(plugin)),
+                    "distribution": _DISTS.get(name),
+                    "hooks": hooks,
+                    "components": {k: v for k, v in components.items() if v},
+                }
+            )
+        return out
+
+
+def _split_env(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+_DISTS: dict[str, str] = {}  # entry-point name → "distribution version"
+
+
+def make_plugin_manager(extra_plugins: list[Any] | None = None) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("indexer")
+    pm.add_hookspecs(hookspecs)
+    only = _split_env("INDEXER_PLUGINS")
+    disabled = _split_env("INDEXER_DISABLE_PLUGINS") or set()
+    for ep in entry_points(group="indexer"):
+        if (only is not None and ep.name not in only) or ep.name in disabled:
+            continue
+        if pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except ImportError as exc:  # a broken plugin should not take the whole tool down
+            print(f"indexer: plugin {ep.name!r} failed to import and was skipped: {exc}", file=sys.stderr)
+            continue
+        pm.register(plugin, name=ep.name)
+        if ep.dist is not None:
+            _DISTS[ep.name] = f"{ep.dist.name} {ep.dist.version}"
+    for plugin in extra_plugins or []:
+        pm.register(plugin)
+    pm.check_pending()
+    if os.environ.get("INDEXER_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+        pm.enable_tracing()
+    return pm
+
+
+_host: Host | None = None
+
+
+def get_host() -> Host:
+    """The process-wide host, built on first use."""
+    global _host
+    if _host is None:
+        _host = Host(make_plugin_manager())
+    return _host
+
+
+def set_host(host: Host | None) -> None:
+    """Replace the process-wide host (tests register fake plugins this way); ``None`` rebuilds it on next use."""
+    global _host
+    _host = host

@@ -1,0 +1,171 @@
+"""The data that flows through a pipeline: documents, chunks, bad records, shards, model fingerprints.
+
+Chunks travel between stages as Python objects inside one process and as Arrow record batches
+(``CHUNK_SCHEMA`` plus a ``vector`` column) between processes, on disk and into sinks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Document:
+    """One record of a source, after field mapping and validation."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Chunk:
+    """A piece of a document, cut by token count.
+
+    ``char_start``/``char_end`` index into the document's text; ``content_hash`` follows from the text and the
+    chunking settings, ``id`` from the document id and the chunk's position, so both are deterministic.
+    ``token_ids`` is an in-memory hand-over from chunker to embedder (tokenise once); it is never stored.
+    """
+
+    id: str
+    doc_id: str
+    chunk_index: int
+    text: str
+    token_count: int
+    char_start: int
+    char_end: int
+    content_hash: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    token_ids: list[int] | None = field(default=None, repr=False, compare=False)
+
+
+def chunk_id(doc_id: str, index: int) -> str:
+    return f"{doc_id}#{index}"
+
+
+def content_hash(text: str, settings_key: str) -> str:
+    """Hash of a chunk's text under given chunking settings (16 hex chars, stable across runs and machines)."""
+    h = hashlib.sha256()
+    h.update(settings_key.encode())
+    h.update(b"\x00")
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record that was skipped, with where it came from and why."""
+
+    shard: str
+    record: str  # the record's id when it has one, else its locator ("line 17", "row 3")
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.shard}: {self.record}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The unit of parallelism, progress and resume: one file, or one row range of a file or dataset.
+
+    ``key`` is stable across runs and safe as a file name; ``fingerprint`` changes when the shard's input does
+    (size and mtime, or a content hash), which is how a rerun notices an edited file. ``spec`` is whatever the
+    source needs to read the shard again, JSON-serialisable so that it can travel to another process.
+    """
+
+    key: str
+    fingerprint: str
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything that determines a vector set. Recorded with every table and published dataset."""
+
+    name: str  # the id or path the user gave
+    revision: str  # commit hash when known, else "local"
+    fingerprint: str  # hash of the weights' and config files' contents (or of name+revision when remote)
+    dimension: int
+    pooling: str  # "mean", "cls", "lasttoken", "colbert" ...
+    normalize: bool
+    max_tokens: int
+    precision: str = "fp32"
+    kind: str = "dense"  # "dense" or "multivector"
+
+    def slug(self) -> str:
+        base = self.name.rstrip("/").split("/")[-1].lower()
+        base = "".join(c if c.isalnum() or c in "-_." else "-" for c in base)[:40]
+        return f"{base}-{self.fingerprint[:8]}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        return cls(**json.loads(text))
+
+
+# The stored form of chunks: on disk in the work directory, in sinks, in published datasets.
+CHUNK_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("chunk_index", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("token_count", pa.int32(), nullable=False),
+        pa.field("char_start", pa.int64(), nullable=False),
+        pa.field("char_end", pa.int64(), nullable=False),
+        pa.field("content_hash", pa.string(), nullable=False),
+        pa.field("metadata", pa.string()),  # JSON object; sources differ too much for a fixed struct
+        pa.field("shard", pa.string(), nullable=False),
+    ]
+)
+
+
+def vector_field(dimension: int) -> pa.Field:
+    return pa.field("vector", pa.list_(pa.float32(), dimension))
+
+
+def embedded_schema(dimension: int) -> pa.Schema:
+    return CHUNK_SCHEMA.append(vector_field(dimension))
+
+
+def chunks_to_batch(chunks: list[Chunk], shard: str) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {
+            "id": [c.id for c in chunks],
+            "doc_id": [c.doc_id for c in chunks],
+            "chunk_index": [c.chunk_index for c in chunks],
+            "text": [c.text for c in chunks],
+            "token_count": [c.token_count for c in chunks],
+            "char_start": [c.char_start for c in chunks],
+            "char_end": [c.char_end for c in chunks],
+            "content_hash": [c.content_hash for c in chunks],
+            "metadata": [json.dumps(c.metadata, sort_keys=True, default=str) if c.metadata else None for c in chunks],
+            "shard": [shard] * len(chunks),
+        },
+        schema=CHUNK_SCHEMA,
+    )
+
+
+def batch_to_chunks(batch: pa.RecordBatch | pa.Table) -> list[Chunk]:
+    cols = batch.to_pydict()
+    return [
+        Chunk(
+            id=cols["id"][i],
+            doc_id=cols["doc_id"][i],
+            chunk_index=cols["chunk_index"][i],
+            text=cols["text"][i],
+            token_count=cols["token_count"][i],
+            char_start=cols["char_start"][i],
+            char_end=cols["char_end"][i],
+            content_hash=cols["content_hash"][i],
+            metadata=json.loads(cols["metadata"][i]) if cols["metadata"][i] else {},
+        )
+        for i in range(len(cols["id"]))
+    ]
