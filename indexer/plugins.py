@@ -87,6 +87,10 @@ class Host:
                 def register(name: str, cls: type, _kind=kind, _plugin=plugin_name, _trylast=impl.trylast):
                     self.registries[_kind].add(Registration(name, cls, _plugin, _trylast))
 
+                # Called one implementation at a time (not through the hook) so each registration knows its
+                # plugin; the trace switch still shows the calls.
+                if os.environ.get("INDEXER_TRACE_PLUGINS"):
+                    print(f"  {hook_name} [{plugin_name}]", file=sys.stderr)
                 impl.function(**{k: v for k, v in {"register": register}.items() if k in impl.argnames})
 
     @property

@@ -1,0 +1,73 @@
+"""The Python API. The CLI is a thin layer over these functions.
+
+    import indexer
+    summary = indexer.build("data/demo/wiki-demo.jsonl", db="demo.lancedb", title_field="title")
+    hits = indexer.search("who painted the Mona Lisa", db="demo.lancedb", k=5)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from indexer.components import Hit
+from indexer.config import DEFAULT_DB, BuildConfig
+from indexer.summary import RunSummary
+
+
+def build(source: str | None = None, *, config: str | Path | None = None, **settings: Any) -> RunSummary:
+    """Build or update an index. ``settings`` are :class:`BuildConfig` fields; ``config`` a TOML file."""
+    from indexer import pipeline
+
+    return pipeline.build(BuildConfig.load(config, source=source, **settings))
+
+
+def reembed(from_table: str, model: str, *, config: str | Path | None = None, **settings: Any) -> RunSummary:
+    """Embed the chunks stored for ``from_table`` with ``model`` into a new model-versioned table."""
+    from indexer import pipeline
+
+    return pipeline.reembed(BuildConfig.load(config, model=model, **settings), from_table)
+
+
+def search(query: str, *, db: str = DEFAULT_DB, table: str | None = None, k: int = 10, by_doc: bool = False,
+           filter: str | None = None) -> list[Hit]:
+    """Top ``k`` chunks (or documents, with ``by_doc``) for one query."""
+    from indexer.search import open_index
+
+    return open_index(db, table).search([query], k, by_doc, filter)[0]
+
+
+def search_batch(queries: dict[str, str], *, db: str = DEFAULT_DB, table: str | None = None, k: int = 100,
+                 by_doc: bool = False, run_file: str | Path | None = None, tag: str = "indexer") -> dict[str, list[Hit]]:
+    """Search many queries (id → text); optionally write a TREC run file."""
+    from indexer.search import open_index, write_trec
+
+    index = open_index(db, table)
+    ids = list(queries)
+    results = dict(zip(ids, index.search([queries[q] for q in ids], k, by_doc)))
+    if run_file:
+        write_trec(results, run_file, tag=tag, by_doc=by_doc)
+    return results
+
+
+def evaluate(qrels: str | Path, run_file: str | Path) -> dict[str, float]:
+    """nDCG@10, Recall@100 and MRR@10 of a TREC run against BEIR/TREC qrels."""
+    from indexer.evaluate import evaluate_files
+
+    return evaluate_files(qrels, run_file)
+
+
+def info(db: str = DEFAULT_DB, sink: str = "lancedb") -> list[dict[str, Any]]:
+    """Every table in ``db``: rows, model fingerprint, chunk settings, source; plus aliases."""
+    from indexer.plugins import get_host
+    from indexer.state import WorkDir
+
+    if not Path(db).exists() and "://" not in db:
+        from indexer.errors import ConfigError
+
+        raise ConfigError(f"database {db} does not exist")
+    tables = get_host().component("sink", sink)(db=db, table="").tables()
+    aliases = WorkDir(Path(db) / "_indexer").aliases()
+    for t in tables:
+        t["aliases"] = sorted(a for a, target in aliases.items() if target == t["table"])
+    return tables

@@ -1,0 +1,208 @@
+"""The ``indexer`` command line: a thin layer over :mod:`indexer.api`. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from indexer.errors import IndexerError
+
+
+def _option_pairs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--option embedder.precision=exact`` → ``{"embedder": {"precision": "exact"}}`` (values parsed as JSON when they can be)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        kind, dot, name = key.partition(".")
+        if not eq or not dot:
+            raise click.BadParameter(f"{item!r}: expected KIND.NAME=VALUE, e.g. embedder.precision=exact", param_hint="--option")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(kind, {})[name] = parsed
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="indexer")
+def cli() -> None:
+    """Turn a text corpus into a search index and an embedded dataset; search it; measure it."""
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="INDEXER_CONFIG", help="TOML file with any of these settings.")
+@click.option("--source-type", help="Source plugin (default: detected from SOURCE).")
+@click.option("--id-field", help="Field holding the document id (default: id, then _id).")
+@click.option("--text-field", help="Field holding the text (default: text).")
+@click.option("--title-field", help="Field whose value is joined before the text.")
+@click.option("--metadata-field", "metadata_fields", multiple=True, help="Field kept as metadata (repeat; * for all).")
+@click.option("--max-doc-chars", type=int, help="Longer documents are skipped and reported (default 5,000,000).")
+@click.option("--chunker", help="Chunker plugin (default: token).")
+@click.option("--max-tokens", type=int, help="Most tokens per chunk (default: what the model takes).")
+@click.option("--overlap", type=int, help="Tokens shared by consecutive chunks (default 32).")
+@click.option("--min-tokens", type=int, help="Smallest tail worth its own chunk (default 16).")
+@click.option("--boundaries", type=click.Choice(["token", "sentence", "paragraph"]), help="Where chunks prefer to end.")
+@click.option("--embedder", help="Embedder plugin (default: local).")
+@click.option("--model", envvar="INDEXER_MODEL", help="Model id or path (default: sentence-transformers/all-MiniLM-L6-v2).")
+@click.option("--device", help="auto, cpu, cuda, mps.")
+@click.option("--precision", help="auto (fastest that keeps cosine >= 0.999), exact, fast, fp32, bf16, fp16.")
+@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch (default 16384).")
+@click.option("--sink", "sinks", multiple=True, help="Sink plugin (repeat; default: lancedb).")
+@click.option("--db", envvar="INDEXER_DB", help="LanceDB folder or URI (default: index.lancedb).")
+@click.option("--table", help="Table name (default: one per model, <model>-<fingerprint>).")
+@click.option("--executor", help="Executor plugin (default: local).")
+@click.option("--workers", type=int, help="Worker processes/containers, for executors that use them.")
+@click.option("--work-dir", envvar="INDEXER_WORK_DIR", help="Run state folder (default: <db>/_indexer).")
+@click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE: KIND is source, chunker, embedder, executor or a sink name, e.g. embedder.precision=exact, lancedb.fts=true.")
+@click.option("--strict", is_flag=True, default=None, help="Exit non-zero when any record was skipped.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Also write the run summary as JSON here.")
+def build(source, config_file, options, no_progress, summary_json, **settings) -> None:
+    """Chunk, embed and index SOURCE (a file, folder, glob or Hub dataset name). Reruns resume and skip."""
+    from indexer import api
+
+    for key in ("metadata_fields", "sinks"):
+        settings[key] = list(settings[key]) or None
+    if options:
+        settings["options"] = _option_pairs(options)
+    if no_progress:
+        settings["progress"] = False
+    summary = api.build(source, config=config_file, **settings)
+    click.echo(summary.render(), err=True)
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(summary.to_dict(), f, indent=1)
+    if summary.documents == 0 and summary.bad and summary.shards_skipped < summary.shards:
+        raise SystemExit("nothing could be indexed: every record was skipped (see above)")
+    if summary.bad and settings.get("strict"):
+        raise SystemExit(f"{len(summary.bad)} record(s) skipped and --strict was given")
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--db", envvar="INDEXER_DB", default="index.lancedb", show_default=True)
+@click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
+@click.option("-k", "--k", "k", type=int, help="Results per query (default 10; 100 with --queries).")
+@click.option("--by-doc", is_flag=True, help="Rank documents by their best chunk instead of chunks.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--queries", type=click.Path(dir_okay=False), help="Batch mode: a queries file (BEIR jsonl or TSV).")
+@click.option("--run-file", type=click.Path(dir_okay=False), help="Batch mode: write a TREC run here.")
+@click.option("--tag", default="indexer", show_default=True, help="Run tag for the TREC file.")
+def search(query, db, table, k, by_doc, as_json, queries, run_file, tag) -> None:
+    """Search the index for QUERY, or run a batch of --queries into a TREC --run-file."""
+    from indexer import api
+
+    if queries:
+        if not run_file:
+            raise click.UsageError("--queries needs --run-file")
+        from indexer.search import read_queries
+
+        results = api.search_batch(read_queries(queries), db=db, table=table, k=k or 100, by_doc=by_doc,
+                                   run_file=run_file, tag=tag)
+        click.echo(f"wrote {sum(len(h) for h in results.values()):,} results for {len(results):,} queries to {run_file}", err=True)
+        return
+    if not query:
+        raise click.UsageError("give a QUERY, or --queries FILE --run-file FILE")
+    hits = api.search(query, db=db, table=table, k=k or 10, by_doc=by_doc)
+    if as_json:
+        click.echo(json.dumps([h.__dict__ for h in hits], indent=1, ensure_ascii=False))
+        return
+    width = 110
+    for rank, h in enumerate(hits, 1):
+        snippet = " ".join(h.text.split())
+        snippet = snippet[: width - 12] + ("…" if len(snippet) > width - 12 else "")
+        click.echo(f"{rank:>3}  {h.score:.4f}  {click.style(h.doc_id, bold=True)}  [{h.id}]")
+        click.echo(f"           {snippet}")
+
+
+@cli.command("eval")
+@click.option("--qrels", required=True, type=click.Path(dir_okay=False), help="BEIR qrels TSV or TREC qrels.")
+@click.option("--run-file", required=True, type=click.Path(dir_okay=False), help="TREC run file.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_(qrels, run_file, as_json) -> None:
+    """nDCG@10, Recall@100 and MRR@10 of a TREC run."""
+    from indexer import api
+
+    m = api.evaluate(qrels, run_file)
+    if as_json:
+        click.echo(json.dumps(m, indent=1))
+        return
+    click.echo(f"queries     {m['queries']}" + (f" ({m['queries_without_results']} without results)" if m["queries_without_results"] else ""))
+    for key in ("ndcg@10", "recall@100", "mrr@10"):
+        click.echo(f"{key:<11} {m[key]:.4f}")
+
+
+@cli.command()
+@click.option("--db", envvar="INDEXER_DB", default="index.lancedb", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def info(db, as_json) -> None:
+    """Tables in the database: rows, model fingerprint, chunk settings, source, aliases."""
+    from indexer import api
+
+    tables = api.info(db)
+    if as_json:
+        click.echo(json.dumps(tables, indent=1))
+        return
+    if not tables:
+        click.echo(f"{db}: no tables")
+    for t in tables:
+        meta = t.get("meta") or {}
+        model = meta.get("model", {})
+        ch = meta.get("chunking") or {}
+        alias = f"  (alias: {', '.join(t['aliases'])})" if t.get("aliases") else ""
+        click.echo(click.style(t["table"], bold=True) + alias)
+        click.echo(f"  rows      {t['rows']:,}")
+        click.echo(f"  model     {model.get('name')}  rev {model.get('revision')}  fingerprint {str(model.get('fingerprint'))[:16]}")
+        click.echo(f"  vectors   dim {model.get('dimension')}, {model.get('pooling')} pooling, "
+                   f"{'normalised' if model.get('normalize') else 'not normalised'}, {model.get('precision')}")
+        click.echo(f"  chunking  max {ch.get('max_tokens')} tokens, overlap {ch.get('overlap')}, min {ch.get('min_tokens')}, "
+                   f"boundaries {ch.get('boundaries')} ({ch.get('chunker')})")
+        click.echo(f"  source    {meta.get('source')}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json) -> None:
+    """Installed plugins, the hooks they implement and the components they register."""
+    from indexer.plugins import get_host
+
+    described = get_host().describe()
+    if as_json:
+        click.echo(json.dumps(described, indent=1))
+        return
+    for p in described:
+        click.echo(click.style(p["name"], bold=True) + f"  ({p['module']}" + (f", {p['distribution']}" if p["distribution"] else "") + ")")
+        click.echo(f"  hooks: {', '.join(p['hooks']) or '-'}")
+        for kind, names in p["components"].items():
+            click.echo(f"  {kind}: {', '.join(names)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from indexer.plugins import get_host
+
+    try:
+        get_host().hook.register_commands(cli=cli)
+        cli.main(args=argv, prog_name="indexer", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except IndexerError as exc:
+        click.echo(f"indexer: error: {exc}", err=True)
+        sys.exit(2)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            click.echo(f"indexer: {exc.code}", err=True)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Build configuration: one dataclass that the CLI flags, the TOML file and the Python API all fill.
+
+A TOML file uses the same names as the flags (underscores for dashes), and ``[options.<kind>]`` tables for
+component-specific options::
+
+    source = "data/demo/wiki-demo.jsonl"
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    max_tokens = 200
+    overlap = 32
+
+    [options.embedder]
+    precision = "exact"
+
+Precedence: flags given on the command line > environment (``INDEXER_DB``, ``INDEXER_MODEL``,
+``INDEXER_WORK_DIR``) > the TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from indexer.errors import ConfigError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_DB = "index.lancedb"
+
+ENV = {"db": "INDEXER_DB", "model": "INDEXER_MODEL", "work_dir": "INDEXER_WORK_DIR"}
+
+
+@dataclass
+class BuildConfig:
+    source: str = ""
+    source_type: str | None = None  # a registered source name; None = detect from the input
+    id_field: str | None = None
+    text_field: str = "text"
+    title_field: str | None = None
+    metadata_fields: list[str] = field(default_factory=list)
+    max_doc_chars: int = 5_000_000
+
+    chunker: str = "token"
+    max_tokens: int | None = None  # None = as many as the model takes
+    overlap: int = 32
+    min_tokens: int = 16
+    boundaries: str = "token"
+
+    embedder: str = "local"
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    precision: str = "auto"
+    batch_tokens: int = 16384
+
+    sinks: list[str] = field(default_factory=lambda: ["lancedb"])
+    db: str = DEFAULT_DB
+    table: str | None = None  # None = one table per model: "<model-name>-<fingerprint>"
+
+    executor: str = "local"
+    workers: int | None = None
+    work_dir: str | None = None  # None = <db>/_indexer
+    block_docs: int = 2000  # documents read, chunked and embedded together: bounds memory
+    strict: bool = False
+    progress: bool = True
+
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind → extra constructor kwargs
+
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir) if self.work_dir else Path(self.db) / "_indexer"
+
+    def component_options(self, kind: str) -> dict[str, Any]:
+        return dict(self.options.get(kind, {}))
+
+    def replace(self, **changes: Any) -> "BuildConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> "BuildConfig":
+        """Defaults ← TOML file ← environment ← ``overrides`` (``None`` values in overrides are ignored)."""
+        values: dict[str, Any] = {}
+        if path:
+            values.update(read_toml(path))
+        for name, var in ENV.items():
+            if os.environ.get(var):
+                values[name] = os.environ[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}" + (f" in {path}" if path else "")
+                + f"; known settings: {', '.join(sorted(known))}"
+            )
+        for key in ("sinks", "metadata_fields"):
+            if isinstance(values.get(key), str):
+                values[key] = [s.strip() for s in values[key].split(",") if s.strip()]
+        return cls(**values)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None

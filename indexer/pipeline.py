@@ -1,0 +1,341 @@
+"""The pipeline: source → chunker → embedder → sinks, shard by shard, resumable.
+
+Work is split in two so that any executor can run it:
+
+* :func:`prepare_shard` (runs wherever the executor puts it) reads one shard, chunks it, embeds what is not
+  embedded yet and writes the shard's chunk and vector files into the work directory, atomically;
+* :func:`build` (runs in the calling process) plans the run, hands shard jobs to the executor, and for each
+  finished shard replaces the shard's rows in every sink and then writes the shard's completion record.
+
+A kill at any moment leaves whole files only; the next run redoes the shards without a completion record and
+the sinks' per-shard replace makes the redo idempotent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from indexer.components import Chunker, Embedder, Executor, FieldMapping, Sink, Source
+from indexer.config import BuildConfig
+from indexer.errors import ConfigError, IndexerError
+from indexer.plugins import Host, get_host
+from indexer.state import WorkDir, atomic_path, atomic_write_text, short_hash, vector_schema
+from indexer.summary import RunSummary, ShardResult
+from indexer.rows import CHUNK_SCHEMA, batch_to_chunks, chunks_to_batch
+from indexer.types import BadRecord, Document, ModelInfo, Shard
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, built and checked before any work starts."""
+
+    config: BuildConfig
+    source: Source | None
+    chunker: Chunker | None
+    embedder: Embedder
+    model: ModelInfo
+    chunkset: str
+    table: str
+    work: WorkDir
+    sink_names: list[str] = field(default_factory=list)
+
+    @property
+    def model_key(self) -> str:
+        return self.model.slug()
+
+    def table_meta(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "model": dataclasses.asdict(self.model),
+            "embedder": {
+                "name": cfg.embedder,
+                "model": cfg.model,
+                "options": {"device": cfg.device, "precision": cfg.precision, "batch_tokens": cfg.batch_tokens,
+                            **cfg.component_options("embedder")},
+            },
+            "chunking": self.chunker.settings() if self.chunker else (self.work.chunkset_info(self.chunkset) or {}).get("chunking"),
+            "source": self.source.identity() if self.source else (self.work.chunkset_info(self.chunkset) or {}).get("source"),
+            "chunkset": self.chunkset,
+            "work_dir": str(self.work.root),
+        }
+
+
+@dataclass
+class ShardJob:
+    """One shard's work; picklable, so an executor can send it to another process."""
+
+    config: BuildConfig
+    shard: Shard
+    from_chunks: bool = False  # re-embed stored chunks instead of reading the source
+
+
+# -- planning ------------------------------------------------------------------------------------------------
+
+
+def detect_source(uri: str, host: Host) -> str:
+    registry = host.registry("source")
+    matches = [name for name in registry.names() if registry.get(name).can_read(uri)]
+    if not matches:
+        raise ConfigError(
+            f"no source can read {uri!r}: is the path right? Name a source with --source "
+            f"({', '.join(registry.names()) or 'none installed'})"
+        )
+    return matches[0]
+
+
+def make_embedder(config: BuildConfig, host: Host) -> Embedder:
+    cls = host.component("embedder", config.embedder)
+    return cls(config.model, device=config.device, precision=config.precision, batch_tokens=config.batch_tokens,
+               **config.component_options("embedder"))
+
+
+def make_sinks(plan: Plan, host: Host) -> list[Sink]:
+    return [host.component("sink", name)(db=plan.config.db, table=plan.table, **plan.config.component_options(name))
+            for name in plan.sink_names]
+
+
+def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: str | None = None) -> Plan:
+    """Build and check every component. Raises :class:`ConfigError` before any work when something is wrong."""
+    host = host or get_host()
+    for name in config.sinks:
+        host.component("sink", name)  # unknown names fail here, listing the known ones
+    host.component("executor", config.executor)
+    embedder = make_embedder(config, host)
+    embedder.check()
+    source = chunker = None
+    work = WorkDir(config.work_path)
+    if from_chunkset is None:
+        if not config.source:
+            raise ConfigError("no source given: pass a path or dataset name (indexer build SOURCE)")
+        source_name = config.source_type or detect_source(config.source, host)
+        mapping = FieldMapping(
+            id_field=config.id_field, text_field=config.text_field, title_field=config.title_field,
+            metadata_fields=list(config.metadata_fields), max_doc_chars=config.max_doc_chars,
+        )
+        source = host.component("source", source_name)(config.source, mapping=mapping, **config.component_options("source"))
+        source.check()
+        limit = embedder.content_token_limit()
+        max_tokens = config.max_tokens or limit
+        if max_tokens > limit and config.chunker == "token":
+            raise ConfigError(f"--max-tokens {max_tokens} is more than model {config.model} takes ({limit} content tokens)")
+        chunker = host.component("chunker", config.chunker)(
+            embedder.tokenizer(), max_tokens=max_tokens, overlap=min(config.overlap, max_tokens - 1),
+            min_tokens=min(config.min_tokens, max_tokens), boundaries=config.boundaries,
+            tokenizer_key=embedder.tokenizer_key(), **config.component_options("chunker"),
+        )
+        chunker.check()
+        chunkset = short_hash(source.identity(), dataclasses.asdict(mapping), chunker.settings())
+    else:
+        chunkset = from_chunkset
+        if work.chunkset_info(chunkset) is None:
+            raise ConfigError(f"no stored chunks {chunkset!r} in {work.root}; build the index first")
+    model = embedder.info
+    plan = Plan(config, source, chunker, embedder, model, chunkset, config.table or model.slug(), work, list(config.sinks))
+    for sink in make_sinks(plan, host):
+        sink.check()
+    host.component("executor", config.executor)(workers=config.workers, **config.component_options("executor")).check()
+    return plan
+
+
+# -- one shard -----------------------------------------------------------------------------------------------
+
+_PLANS: dict[str, Plan] = {}  # per process: components stay loaded from one shard to the next
+
+
+def _plan_key(config: BuildConfig, from_chunkset: str | None) -> str:
+    return json.dumps([dataclasses.asdict(config), from_chunkset], sort_keys=True, default=str)
+
+
+def plan_for_job(job: ShardJob) -> Plan:
+    chunkset = job.shard.spec.get("chunkset") if job.from_chunks else None
+    key = _plan_key(job.config, chunkset)
+    if key not in _PLANS:
+        _PLANS[key] = plan_build(job.config, from_chunkset=chunkset)
+    return _PLANS[key]
+
+
+def _blocks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while block := list(islice(it, n)):
+        yield block
+
+
+def prepare_shard(job: ShardJob) -> ShardResult:
+    """Chunk (or load stored chunks) and embed one shard into the work directory. Runs in any process."""
+    plan = plan_for_job(job)
+    shard, work, embedder = job.shard, plan.work, plan.embedder
+    result = ShardResult(shard=shard.key, precision=plan.model.precision)
+    previous = work.load_vectors_by_hash(plan.model_key, plan.chunkset, shard.key)
+    chunk_path = work.chunk_file(plan.chunkset, shard.key)
+    vector_path = work.vector_file(plan.model_key, plan.chunkset, shard.key)
+    vschema = vector_schema(plan.model.dimension)
+    t_read = t_embed = t_write = 0.0
+    with ExitStack() as stack:
+        vtmp = stack.enter_context(atomic_path(vector_path))
+        # a re-embed leaves the stored chunks as they are
+        chunk_writer = None if job.from_chunks else pq.ParquetWriter(stack.enter_context(atomic_path(chunk_path)), CHUNK_SCHEMA)
+        vector_writer = pq.ParquetWriter(vtmp, vschema)
+        t0 = time.perf_counter()
+        for chunks in _chunk_blocks(plan, job, result):
+            t1 = time.perf_counter()
+            t_read += t1 - t0
+            todo = [c for c in chunks if c.content_hash not in previous]
+            fresh = embedder.embed(todo) if todo else None
+            t2 = time.perf_counter()
+            t_embed += t2 - t1
+            result.chunks += len(chunks)
+            result.tokens += sum(c.token_count for c in chunks)
+            result.embedded_chunks += len(todo)
+            result.embedded_tokens += sum(c.token_count for c in todo)
+            result.reused_chunks += len(chunks) - len(todo)
+            fresh_by_hash = {c.content_hash: fresh[i] for i, c in enumerate(todo)}
+            vectors = [fresh_by_hash[c.content_hash] if c.content_hash in fresh_by_hash else previous[c.content_hash]
+                       for c in chunks]
+            if chunk_writer is not None:
+                chunk_writer.write_batch(chunks_to_batch(chunks, shard.key))
+            flat = pa.array(_flatten(vectors, plan.model.dimension), type=pa.float32())
+            vector_writer.write_batch(pa.RecordBatch.from_arrays(
+                [pa.array([c.id for c in chunks]), pa.array([c.content_hash for c in chunks]),
+                 pa.FixedSizeListArray.from_arrays(flat, plan.model.dimension)], schema=vschema))
+            t0 = time.perf_counter()
+            t_write += t0 - t2
+        vector_writer.close()
+        if chunk_writer is not None:
+            chunk_writer.close()
+    if not job.from_chunks:
+        record = {"fingerprint": shard.fingerprint, "documents": result.documents, "chunks": result.chunks,
+                  "tokens": result.tokens, "bad": [dataclasses.asdict(b) for b in result.bad]}
+        atomic_write_text(work.chunk_record_file(plan.chunkset, shard.key), json.dumps(record, sort_keys=True))
+    result.seconds = {"read+chunk": t_read, "embed": t_embed, "write": t_write}
+    return result
+
+
+def _flatten(vectors: list[Any], dim: int) -> Any:
+    import numpy as np
+
+    return np.asarray(vectors, dtype=np.float32).reshape(-1) if vectors else np.zeros(0, dtype=np.float32)
+
+
+def _chunk_blocks(plan: Plan, job: ShardJob, result: ShardResult) -> Iterator[list]:
+    """Blocks of chunks of one shard: cut from the source, or read back from the stored chunk set."""
+    if job.from_chunks:
+        stored = pq.ParquetFile(plan.work.chunk_file(plan.chunkset, job.shard.key))
+        for batch in stored.iter_batches(batch_size=plan.config.block_docs * 4):
+            chunks = batch_to_chunks(batch)
+            result.documents += len({c.doc_id for c in chunks})
+            yield chunks
+        return
+    result.source_reads += 1
+    assert plan.source is not None and plan.chunker is not None
+    for block in _blocks(plan.source.read(job.shard), plan.config.block_docs):
+        docs: list[Document] = []
+        for item in block:
+            (result.bad.append(item) if isinstance(item, BadRecord) else docs.append(item))
+        chunks = list(plan.chunker.chunk_many(docs))
+        with_chunks = {c.doc_id for c in chunks}
+        for d in docs:
+            if d.id not in with_chunks:
+                result.bad.append(BadRecord(job.shard.key, d.id, "text has no tokens for this model's tokenizer"))
+        result.documents += len(with_chunks)
+        result.chunked_documents += len(docs)
+        yield chunks
+
+
+# -- the run -------------------------------------------------------------------------------------------------
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="shard", disable=not enabled or total <= 1, file=sys.stderr)
+
+
+def build(config: BuildConfig, host: Host | None = None) -> RunSummary:
+    """Build (or bring up to date) the index for ``config``. Returns the run summary."""
+    host = host or get_host()
+    plan = plan_build(config, host)
+    _PLANS[_plan_key(config, None)] = plan
+    shards = plan.source.shards()
+    if not shards:
+        raise ConfigError(f"{config.source} holds no input files")
+    jobs = [ShardJob(config, s) for s in shards]
+    return _run(plan, host, jobs, "build", current={s.key for s in shards})
+
+
+def reembed(config: BuildConfig, from_table: str, host: Host | None = None) -> RunSummary:
+    """Embed the chunks stored for ``from_table`` with ``config.model`` into a new table; reads no source."""
+    host = host or get_host()
+    work = WorkDir(config.work_path)
+    info = work.table_info(from_table)
+    if info is None:
+        raise ConfigError(f"table {from_table!r} has no build record in {work.root}; build it first")
+    chunkset = info["chunkset"]
+    plan = plan_build(config, host, from_chunkset=chunkset)
+    _PLANS[_plan_key(config, chunkset)] = plan
+    shard_keys = work.chunkset_shards(chunkset)
+    jobs = [ShardJob(config, Shard(key, work.chunk_record(chunkset, key)["fingerprint"], {"chunkset": chunkset}),
+                     from_chunks=True) for key in shard_keys]
+    return _run(plan, host, jobs, "reembed", current=set(shard_keys))
+
+
+def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[str]) -> RunSummary:
+    config, work = plan.config, plan.work
+    summary = RunSummary(kind=kind, table=plan.table, model=plan.config.model, precision=plan.model.precision,
+                         shards=len(jobs))
+    meta = plan.table_meta()
+    sinks = make_sinks(plan, host)
+    executor = host.component("executor", config.executor)(workers=config.workers, **config.component_options("executor"))
+
+    def is_done(job: ShardJob) -> bool:
+        rec = work.done_record(plan.table, job.shard.key)
+        return bool(rec) and rec.get("fingerprint") == job.shard.fingerprint and rec.get("chunkset") == plan.chunkset \
+            and rec.get("model") == plan.model.fingerprint
+
+    todo = [j for j in jobs if not is_done(j)]
+    summary.shards_skipped = len(jobs) - len(todo)
+    work.write_chunkset_info(plan.chunkset, {"source": meta["source"], "chunking": meta["chunking"]})
+    work.write_table_info(plan.table, meta)
+    try:
+        for sink in sinks:
+            sink.open(plan.model, meta)
+        with _progress(len(todo), f"{kind} {plan.table}", config.progress) as bar:
+            for result in executor.map(prepare_shard, todo):
+                summary.add(result)
+                t0 = time.perf_counter()
+                for sink in sinks:
+                    summary.rows_written += sink.write_shard(
+                        result.shard, work.embedded_batches(plan.model_key, plan.chunkset, result.shard))
+                summary.seconds["sink"] += time.perf_counter() - t0
+                work.mark_done(plan.table, result.shard, {
+                    "fingerprint": next(j.shard.fingerprint for j in todo if j.shard.key == result.shard),
+                    "chunkset": plan.chunkset, "model": plan.model.fingerprint, "chunks": result.chunks,
+                })
+                bar.update(1)
+        for gone in sorted(set(work.done_shards(plan.table)) - current):
+            for sink in sinks:
+                sink.write_shard(gone, [])
+            work.forget_done(plan.table, gone)
+            summary.shards_removed += 1
+        for sink in sinks:
+            sink.close()
+    except IndexerError as exc:
+        summary.error = str(exc)
+        raise
+    except BaseException as exc:
+        summary.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        summary.finish()
+        host.hook.run_finished(summary=summary)
+    return summary

