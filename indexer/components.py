@@ -104,6 +104,11 @@ class Source(ABC):
             if not text.strip():
                 yield BadRecord(shard.key, name, "empty text" if not text else "text is only whitespace")
                 continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # lone surrogates from JSON escapes such as "\ud800"
+                yield BadRecord(shard.key, name, f"text is not valid Unicode at character {exc.start} ({exc.reason})")
+                continue
             if m.title_field:
                 title = record.get(m.title_field)
                 if isinstance(title, str) and title.strip():

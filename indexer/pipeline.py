@@ -182,6 +182,10 @@ def prepare_shard(job: ShardJob) -> ShardResult:
     vschema = vector_schema(plan.model.dimension)
     t_read = t_embed = t_write = 0.0
     with ExitStack() as stack:
+        from tqdm.auto import tqdm
+
+        bar = stack.enter_context(tqdm(desc=f"embedding {shard.key}", unit=" chunks", leave=False, file=sys.stderr,
+                                       disable=not plan.config.progress))
         vtmp = stack.enter_context(atomic_path(vector_path))
         # a re-embed leaves the stored chunks as they are
         chunk_writer = None if job.from_chunks else pq.ParquetWriter(stack.enter_context(atomic_path(chunk_path)), CHUNK_SCHEMA)
@@ -191,7 +195,7 @@ def prepare_shard(job: ShardJob) -> ShardResult:
             t1 = time.perf_counter()
             t_read += t1 - t0
             todo = [c for c in chunks if c.content_hash not in previous]
-            fresh = embedder.embed(todo) if todo else None
+            fresh = embedder.embed(todo, progress=bar.update) if todo else None
             t2 = time.perf_counter()
             t_embed += t2 - t1
             result.chunks += len(chunks)

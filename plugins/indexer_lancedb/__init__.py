@@ -1,1 +1,504 @@
-"""(being written)"""
+"""The default sink: a LanceDB table per model, searchable by vector (cosine) and, optionally, full text.
+
+What the table holds is recorded with it, as JSON under the key ``indexer`` in the Arrow field metadata of its
+``vector`` column. Schema-level metadata would be the obvious place, but lancedb 0.40 offers no way to change it
+after the table is created; field metadata is written in the same commit that creates the table, can be updated
+in one more versioned commit (``update_field_metadata``), survives merge_insert, compaction and index builds, and
+travels with the table when its folder is copied. A sidecar table would be a second commit that can fail on its
+own, and one more table that every listing has to skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+from indexer.components import Hit, Sink
+from indexer.errors import ConfigError
+from indexer.hookspecs import hookimpl
+from indexer.types import ModelInfo
+
+META_KEY = "indexer"
+VECTOR = "vector"
+TEXT = "text"
+INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_FLAT", "IVF_RQ")
+# Everything but the vector: results stay small however many queries a batch holds.
+RESULT_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata"]
+# One HNSW graph per IVF partition; a graph over a million vectors still trains in memory comfortably.
+ROWS_PER_HNSW_PARTITION = 1_000_000
+# Queries per lancedb call: a flat search shares one table scan across them.
+QUERY_BATCH = 1024
+
+
+class LanceDBSink(Sink):
+    """Writes embedded chunks to a LanceDB table and searches them.
+
+    :param db: a folder (created when missing) or any lancedb URI.
+    :param table: the table name.
+    :param ann_min_rows: rows from which ``close()`` builds an ANN index; below it flat search is exact and fast.
+    :param index_type: the ANN index (``IVF_HNSW_SQ``: no codebook to train, good recall at any size).
+    :param fts: keep a full-text index on ``text`` for :meth:`search_text`.
+    :param metric: only ``cosine``: scores are cosine similarities.
+    :param refine_factor: an ANN search fetches ``k * refine_factor`` candidates and re-scores them with the
+        stored vectors, so returned scores are exact cosine similarities (quantized distances are not).
+    """
+
+    description: ClassVar[str] = "LanceDB table (vector + optional full-text search)"
+    searchable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        db: str,
+        table: str,
+        ann_min_rows: int = 100_000,
+        index_type: str = "IVF_HNSW_SQ",
+        fts: bool | str = False,
+        metric: str = "cosine",
+        refine_factor: int = 2,
+        **options: Any,
+    ):
+        super().__init__(db=db, table=table, **options)
+        self.ann_min_rows = _int_option("ann_min_rows", ann_min_rows, minimum=1)
+        self.index_type = str(index_type).upper()
+        self.fts = _bool_option("fts", fts)
+        self.metric = str(metric).lower()
+        self.refine_factor = _int_option("refine_factor", refine_factor, minimum=1)
+        self._conn: Any = None
+        self._tbl: Any = None
+        self._writing = False  # open() was called: close() then maintains indexes
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Handles hold native resources; a copy in another process reconnects on first use.
+        state = dict(self.__dict__)
+        state["_conn"] = state["_tbl"] = None
+        return state
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Configuration
+
+    def check(self) -> None:
+        if self.index_type not in INDEX_TYPES:
+            raise ConfigError(f"unknown index_type {self.index_type!r}; known: {', '.join(INDEX_TYPES)}")
+        if self.metric != "cosine":
+            raise ConfigError(f"metric {self.metric!r} is not supported by the lancedb sink; use 'cosine'")
+        if not self.table or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in self.table):
+            raise ConfigError(
+                f"table name {self.table!r} may contain only letters, digits, underscores, hyphens and periods"
+            )
+        path = _local_path(self.db)
+        if path is None:
+            return  # object stores and remote databases report their own errors on connect
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"--db {self.db} is a file; the lancedb sink needs a folder")
+        existing = path
+        while not os.path.exists(existing):
+            parent = os.path.dirname(existing)
+            if parent == existing:
+                break
+            existing = parent
+        if not os.path.isdir(existing):
+            raise ConfigError(f"--db {self.db} cannot be created: {existing} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"--db {self.db} is not writable ({existing} does not allow writing)")
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Writing
+
+    def open(self, model: ModelInfo, meta: dict[str, Any]) -> None:
+        from indexer.rows import embedded_schema  # pyarrow: not at plugin import, `indexer --help` stays fast
+
+        meta = dict(meta)
+        meta.setdefault("model", asdict(model))
+        schema = embedded_schema(model.dimension)
+        conn = self._connection()
+        tbl = self._open_table(required=False)
+        if tbl is None:
+            vector = schema.field(VECTOR).with_metadata({META_KEY: _dumps(meta)})
+            tbl = conn.create_table(self.table, schema=schema.set(schema.get_field_index(VECTOR), vector))
+            self._tbl = tbl
+        else:
+            self._check_compatible(tbl, model, schema)
+            if _table_meta(tbl) != json.loads(_dumps(meta)):
+                tbl.update_field_metadata({"path": VECTOR, "metadata": {META_KEY: _dumps(meta)}})
+        self._schema = schema
+        self._writing = True
+
+    def _check_compatible(self, tbl: Any, model: ModelInfo, schema: Any) -> None:
+        stored = _table_meta(tbl)
+        if stored is None:
+            raise ConfigError(
+                f"table {self.table} in {self.db} was not written by indexer (its vector column carries no "
+                f"'{META_KEY}' metadata); pass another --table"
+            )
+        old = stored.get("model") or {}
+        if old.get("fingerprint") != model.fingerprint:
+            raise ConfigError(
+                f"table {self.table} holds vectors of model {old.get('name', '?')} (fingerprint "
+                f"{old.get('fingerprint', '?')}); a new model writes a new table: pass another --table or leave "
+                "--table out"
+            )
+        dim = _vector_dimension(tbl.schema)
+        if dim != model.dimension:
+            raise ConfigError(
+                f"table {self.table} holds {dim}-dimensional vectors but model {model.name} makes "
+                f"{model.dimension}-dimensional ones; pass another --table or leave --table out"
+            )
+        have = {f.name: f.type for f in tbl.schema}
+        missing = [f.name for f in schema if have.get(f.name) != f.type]
+        if missing:
+            raise ConfigError(
+                f"table {self.table} does not have the columns indexer writes ({', '.join(missing)} differ); "
+                "pass another --table"
+            )
+
+    def write_shard(self, shard: str, batches: Iterable[Any]) -> int:
+        if not self._writing:
+            raise RuntimeError("LanceDBSink.open() must be called before write_shard()")
+        import pyarrow as pa
+
+        schema = self._schema
+        written = 0
+        failure: BaseException | None = None
+
+        def rows() -> Iterator[Any]:
+            nonlocal written, failure
+            try:
+                for batch in _record_batches(batches):
+                    batch = _conform(batch, schema)
+                    if batch.num_rows == 0:
+                        continue
+                    _check_shard_column(batch, shard)
+                    written += batch.num_rows
+                    yield batch
+            except BaseException as exc:
+                failure = exc
+                raise
+
+        # One merge commits the whole shard or nothing: a failing batch iterator leaves the old rows in place.
+        escaped = shard.replace("'", "''")
+        merge = (
+            self._table()
+            .merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(f"shard = '{escaped}'")
+        )
+        try:
+            merge.execute(pa.RecordBatchReader.from_batches(schema, rows()))
+        except Exception as exc:
+            # lancedb wraps an error raised while reading the batches in a RuntimeError; the caller should see
+            # the embedder's (or our) own exception.
+            if failure is not None and failure is not exc:
+                raise failure from None
+            raise
+        return written
+
+    def close(self) -> None:
+        writing, self._writing = self._writing, False
+        try:
+            if writing and self._tbl is not None:
+                self._maintain_indexes(self._tbl)
+        finally:
+            self._tbl = None
+            self._conn = None
+
+    def __exit__(self, exc_type, *exc):
+        # After a failure the table holds whatever shards committed; training an index over it would only delay
+        # the error.
+        if exc_type is not None:
+            self._writing = False
+        return super().__exit__(exc_type, *exc)
+
+    def _maintain_indexes(self, tbl: Any) -> None:
+        rows = tbl.count_rows()
+        indexes = {i.name: i for i in tbl.list_indices()}
+        vector_index = next((i for i in indexes.values() if VECTOR in i.columns and i.index_type != "FTS"), None)
+        text_index = next((i for i in indexes.values() if TEXT in i.columns and i.index_type == "FTS"), None)
+        stale = 0  # rows written since an index was built; optimize() folds them into every index
+        built = False
+
+        if rows >= self.ann_min_rows:
+            stats = tbl.index_stats(vector_index.name) if vector_index else None
+            if stats is None or stats.num_indexed_rows < rows / 2:
+                # A delta over half the table would search worse than a fresh index with partitions sized for it.
+                self._build_vector_index(tbl, rows)
+                built = True
+            else:
+                stale = max(stale, stats.num_unindexed_rows)
+        if self.fts:
+            stats = tbl.index_stats(text_index.name) if text_index else None
+            if stats is None:
+                start = time.perf_counter()
+                from lancedb.index import FTS
+
+                tbl.create_index(TEXT, config=FTS(), replace=True)
+                _say(f"table {self.table!r}: built full-text index on {TEXT!r} over {rows:,} rows in "
+                     f"{time.perf_counter() - start:.1f} s")
+                built = True
+            else:
+                stale = max(stale, stats.num_unindexed_rows)
+        if stale:
+            start = time.perf_counter()
+            tbl.optimize()
+            _say(f"table {self.table!r}: added {stale:,} new rows to its indexes in "
+                 f"{time.perf_counter() - start:.1f} s")
+        elif not built and tbl.stats()["fragment_stats"]["num_small_fragments"] >= 64:
+            # Every shard write leaves a small fragment; scans slow down as they pile up.
+            tbl.optimize()
+
+    def _build_vector_index(self, tbl: Any, rows: int) -> None:
+        from lancedb import index as li
+
+        if self.index_type.startswith("IVF_HNSW"):
+            partitions = max(1, math.ceil(rows / ROWS_PER_HNSW_PARTITION))
+            cls = li.HnswSq if self.index_type == "IVF_HNSW_SQ" else li.HnswPq
+            config = cls(distance_type=self.metric, num_partitions=partitions)
+        else:
+            # Plain IVF indexes: lancedb sizes partitions and sub-vectors from the data.
+            cls = {"IVF_PQ": li.IvfPq, "IVF_SQ": li.IvfSq, "IVF_FLAT": li.IvfFlat, "IVF_RQ": li.IvfRq}[self.index_type]
+            config = cls(distance_type=self.metric)
+        start = time.perf_counter()
+        tbl.create_index(VECTOR, config=config, replace=True)
+        _say(f"table {self.table!r}: built {self.index_type} index on {VECTOR!r} over {rows:,} rows in "
+             f"{time.perf_counter() - start:.1f} s")
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Reading
+
+    def search(self, vectors: Any, k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
+        """Top ``k`` hits per query vector by cosine similarity (``Hit.score``), best first. Exact while the table
+        has no ANN index; with one, candidates are re-scored with the stored vectors."""
+        import numpy as np
+
+        queries = np.asarray(vectors, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None, :]
+        if queries.ndim != 2:
+            raise ValueError(f"query vectors must be a 1-D or 2-D array, got shape {queries.shape}")
+        if len(queries) == 0 or k < 1:
+            return [[] for _ in range(len(queries))]
+        tbl = self._table()
+        dim = _vector_dimension(tbl.schema)
+        if queries.shape[1] != dim:
+            raise ConfigError(
+                f"query vectors have {queries.shape[1]} dimensions; table {self.table} holds {dim}-dimensional ones "
+                "(were the queries embedded with the table's model?)"
+            )
+        out: list[list[Hit]] = []
+        for start in range(0, len(queries), QUERY_BATCH):
+            part = queries[start : start + QUERY_BATCH]
+            query = (
+                tbl.search(part if len(part) > 1 else part[0], vector_column_name=VECTOR)
+                .distance_type(self.metric)
+                .limit(k)
+                .refine_factor(self.refine_factor)
+                .ef(max(100, 2 * k * self.refine_factor))
+                .select(RESULT_COLUMNS)
+            )
+            if filter:
+                query = query.where(filter, prefilter=True)
+            result = query.to_arrow().to_pydict()
+            which = result.get("query_index") or [0] * len(result["id"])
+            grouped: list[list[Hit]] = [[] for _ in range(len(part))]
+            for i, q in enumerate(which):
+                grouped[q].append(_hit(result, i, 1.0 - result["_distance"][i]))
+            for hits in grouped:
+                hits.sort(key=lambda h: (-h.score, h.id))
+            out.extend(grouped)
+        return out
+
+    def search_text(self, query: str, k: int = 10, *, filter: str | None = None) -> list[Hit]:
+        """Top ``k`` hits for a keyword query by BM25 (``Hit.score``), best first; needs the full-text index."""
+        tbl = self._table()
+        if not any(TEXT in i.columns and i.index_type == "FTS" for i in tbl.list_indices()):
+            raise ConfigError(f"table {self.table} has no full-text index; write it with the option fts=true (--fts)")
+        builder = tbl.search(query, query_type="fts", fts_columns=TEXT).limit(k).select(RESULT_COLUMNS)
+        if filter:
+            builder = builder.where(filter, prefilter=True)
+        result = builder.to_arrow().to_pydict()
+        hits = [_hit(result, i, result["_score"][i]) for i in range(len(result["id"]))]
+        hits.sort(key=lambda h: (-h.score, h.id))
+        return hits
+
+    def count(self) -> int:
+        tbl = self._open_table(required=False)
+        return 0 if tbl is None else tbl.count_rows()
+
+    def tables(self) -> list[dict[str, Any]]:
+        conn = self._connection()
+        out = []
+        for name in _table_names(conn):
+            try:
+                tbl = conn.open_table(name)
+            except Exception:  # a half-written or foreign table should not hide the others
+                continue
+            meta = _table_meta(tbl)
+            if meta is not None:
+                out.append({"table": name, "rows": tbl.count_rows(), "meta": meta})
+        return out
+
+    @classmethod
+    def read_meta(cls, db: str, table: str) -> dict[str, Any]:
+        """The metadata recorded with ``table`` (``meta["model"]`` is ``asdict(ModelInfo)``), for embedding
+        queries with the table's model and settings."""
+        sink = cls(db=db, table=table)
+        meta = _table_meta(sink._table())
+        if meta is None:
+            raise ConfigError(f"table {table} in {db} was not written by indexer (it carries no '{META_KEY}' metadata)")
+        return meta
+
+    def delete_table(self, table: str | None = None) -> bool:
+        """Drop ``table`` (default: this sink's table); False when there was none."""
+        name = table or self.table
+        conn = self._connection()
+        if name not in _table_names(conn):
+            return False
+        conn.drop_table(name)
+        if name == self.table:
+            self._tbl = None
+        return True
+
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            import lancedb
+
+            self._conn = lancedb.connect(self.db)
+        return self._conn
+
+    def _open_table(self, *, required: bool) -> Any:
+        if self._tbl is None:
+            conn = self._connection()
+            if self.table in _table_names(conn):
+                self._tbl = conn.open_table(self.table)
+            elif required:
+                names = [t["table"] for t in self.tables()]
+                known = ", ".join(names) if names else "none"
+                raise ConfigError(f"no table {self.table} in {self.db}; indexer tables there: {known}")
+        return self._tbl
+
+    def _table(self) -> Any:
+        return self._open_table(required=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    import click
+
+    click.echo(message, err=True)
+
+
+def _dumps(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True, default=str)
+
+
+def _table_meta(tbl: Any) -> dict[str, Any] | None:
+    try:
+        field = tbl.schema.field(VECTOR)
+    except KeyError:
+        return None
+    raw = (field.metadata or {}).get(META_KEY.encode())
+    return json.loads(raw) if raw else None
+
+
+def _vector_dimension(schema: Any) -> int:
+    return schema.field(VECTOR).type.list_size
+
+
+def _table_names(conn: Any) -> list[str]:
+    names: list[str] = []
+    token = None
+    while True:
+        page = conn.list_tables(page_token=token)
+        names.extend(page.tables)
+        if not page.page_token or page.page_token == token or not page.tables:
+            return names
+        token = page.page_token
+
+
+def _local_path(db: str) -> str | None:
+    if db.startswith("file://"):
+        return db[len("file://") :]
+    if "://" in db:
+        return None
+    return os.path.abspath(os.path.expanduser(db))
+
+
+def _record_batches(batches: Iterable[Any]) -> Iterator[Any]:
+    import pyarrow as pa
+
+    for item in batches:
+        if isinstance(item, pa.Table):
+            yield from item.to_batches()
+        else:
+            yield item
+
+
+def _conform(batch: Any, schema: Any) -> Any:
+    """The batch with exactly the table's columns and types (writers may differ in column order, nullability
+    flags, string width)."""
+    import pyarrow as pa
+
+    if batch.schema.equals(schema, check_metadata=False):
+        return batch
+    try:
+        columns = [batch.column(f.name).cast(f.type) for f in schema]
+    except KeyError as exc:
+        raise ValueError(f"batch has no column {exc}; expected the columns of indexer.rows.embedded_schema") from None
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _check_shard_column(batch: Any, shard: str) -> None:
+    # A row labelled with another shard would escape that shard's next rewrite and linger as a duplicate.
+    import pyarrow.compute as pc
+
+    if not pc.all(pc.equal(batch.column("shard"), shard)).as_py():
+        others = sorted(set(batch.column("shard").to_pylist()) - {shard})[:3]
+        raise ValueError(f"rows written to shard {shard!r} are labelled with shard {others}")
+
+
+def _hit(result: dict[str, list], i: int, score: float) -> Hit:
+    metadata = result["metadata"][i]
+    return Hit(
+        id=result["id"][i],
+        doc_id=result["doc_id"][i],
+        score=float(score),
+        text=result["text"][i],
+        chunk_index=result["chunk_index"][i],
+        metadata=json.loads(metadata) if metadata else {},
+    )
+
+
+def _int_option(name: str, value: Any, *, minimum: int) -> int:
+    try:
+        number = int(str(value).replace("_", "").replace(",", ""))
+    except ValueError:
+        raise ConfigError(f"lancedb option {name} must be a whole number (got {value!r})") from None
+    if number < minimum:
+        raise ConfigError(f"lancedb option {name} must be at least {minimum} (got {number})")
+    return number
+
+
+def _bool_option(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"lancedb option {name} must be true or false (got {value!r})")
+
+
+@hookimpl(trylast=True)
+def register_sinks(register):
+    register("lancedb", LanceDBSink)

@@ -1,0 +1,70 @@
+"""A build killed with SIGKILL at any point and started again ends with exactly the rows of a clean run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DEMO_CORPUS
+
+
+def _corpus(tmp_path, shards=8, per_shard=30):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    lines = DEMO_CORPUS.read_text().splitlines()
+    for s in range(shards):
+        (folder / f"part-{s:02d}.jsonl").write_text("\n".join(lines[s * per_shard : (s + 1) * per_shard]) + "\n")
+    return folder
+
+
+def _cmd(corpus, db):
+    return [sys.executable, "-m", "indexer.cli", "build", str(corpus), "--db", str(db), "--table", "t",
+            "--title-field", "title", "--no-progress", "--max-tokens", "64", "--overlap", "8"]
+
+
+def _rows(db):
+    import lancedb
+
+    t = lancedb.connect(str(db)).open_table("t").to_arrow().sort_by("id")
+    return t.column("id").to_pylist(), t.column("text").to_pylist(), t.column("vector").to_pylist()
+
+
+def test_sigkill_at_any_point_then_resume_matches_a_clean_run(tmp_path, model_path):
+    corpus = _corpus(tmp_path)
+    env = {**os.environ, "INDEXER_MODEL": model_path, "HF_HUB_OFFLINE": "1"}
+    t0 = time.monotonic()
+    clean = subprocess.run(_cmd(corpus, tmp_path / "clean.lancedb"), env=env, capture_output=True, text=True, timeout=600)
+    wall = time.monotonic() - t0
+    assert clean.returncode == 0, clean.stderr
+    ids, texts, vectors = _rows(tmp_path / "clean.lancedb")
+
+    db = tmp_path / "killed.lancedb"
+    kills = 0
+    for fraction in (0.35, 0.5, 0.65, 0.8, 0.9, 0.95):
+        proc = subprocess.Popen(_cmd(corpus, db), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(wall * fraction)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    assert kills >= 3, "the build finished before it could be killed: the test proves nothing"
+    final = subprocess.run(_cmd(corpus, db), env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr
+
+    got_ids, got_texts, got_vectors = _rows(db)
+    assert len(got_ids) == len(set(got_ids)), "duplicate rows after resume"
+    assert got_ids == ids and got_texts == texts
+    for a, b in zip(vectors, got_vectors):
+        assert sum(x * y for x, y in zip(a, b)) == pytest.approx(1.0, abs=1e-3)
+
+    # and one more run does nothing at all
+    again = subprocess.run(_cmd(corpus, db) + ["--summary-json", str(tmp_path / "s.json")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert again.returncode == 0 and summary["embedded_chunks"] == 0 and summary["shards_skipped"] == 8
