@@ -93,7 +93,7 @@ class Source(ABC):
                     yield BadRecord(shard.key, locator, f"missing id field {m.id_field!r}")
                     continue
                 doc_id = f"{shard.key}:{locator}"
-            name = f"{doc_id} ({locator})" if doc_id != f"{shard.key}:{locator}" else locator
+            name = f"{doc_id} ({locator})" if doc_id not in (locator, f"{shard.key}:{locator}") else locator
             text = record.get(m.text_field)
             if m.text_field not in record or text is None:
                 yield BadRecord(shard.key, name, f"missing text field {m.text_field!r}")

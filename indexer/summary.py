@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from indexer.types import BadRecord
@@ -71,7 +71,8 @@ class RunSummary:
         return self.embedded_tokens / s if s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # not dataclasses.asdict: it cannot copy the defaultdict of stage times
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["bad"] = [asdict(b) for b in self.bad]
         d["seconds"] = dict(self.seconds)
         d["embed_tokens_per_second"] = round(self.embed_tokens_per_second, 1)

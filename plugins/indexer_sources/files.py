@@ -1,0 +1,220 @@
+"""Sources over local files: JSON lines, parquet, CSV, text/markdown folders and BEIR folders.
+
+The input is a file, a folder (its files of the format, recursive, sorted) or a glob. One file is one shard,
+except that a parquet file over ``rows_per_shard`` rows is cut into runs of row groups.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from indexer.components import FieldMapping, Source
+from indexer.errors import BadInputError, ConfigError
+from indexer.types import Shard
+
+from . import formats
+from .layout import BEIR_CORPUS, EXTENSIONS, InputFile, detect, fingerprint, is_glob, list_files, shard_key
+
+DEFAULT_ROWS_PER_SHARD = 100_000
+
+
+def guarded(records: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """Turn a file that breaks off mid-read (truncated gzip, corrupt parquet page) into one bad record, so that
+    the records before it still count and the run goes on."""
+    import pyarrow as pa
+
+    where = None
+    try:
+        for where, record in records:
+            yield where, record
+    except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
+        at = f"after {where}" if where else "start of file"
+        yield at, BadInputError(f"the file could not be read further: {exc}")
+
+
+def parquet_shards(f: InputFile, rows_per_shard: int, fp: str, **spec: Any) -> list[Shard]:
+    """One shard for a parquet file of at most ``rows_per_shard`` rows, else one per run of row groups."""
+    spec = {"path": str(f.path), "rel": f.rel, **spec}
+    whole = [Shard(shard_key(f.rel), fp, {**spec, "row_groups": None, "start": 0})]
+    try:
+        ranges = formats.parquet_row_ranges(f.path, rows_per_shard)
+    except (OSError, ValueError):  # an unreadable footer: reading the one shard reports it
+        return whole
+    if len(ranges) == 1:
+        return whole
+    return [
+        Shard(shard_key(f.rel, (start, end)), fp, {**spec, "row_groups": groups, "start": start})
+        for groups, start, end in ranges
+    ]
+
+
+def read_parquet_shard(spec: dict[str, Any], mapping: FieldMapping) -> Iterator[tuple[str, Any]]:
+    columns = formats.wanted_columns(mapping, formats.parquet_columns(spec["path"]))
+    yield from formats.read_parquet(spec["path"], spec["row_groups"], spec["start"], columns)
+
+
+class FileSource(Source):
+    """Shared by the file formats: finding files, shards, configuration checks."""
+
+    #: the name it is registered under, which :func:`layout.detect` returns for inputs it reads
+    name: ClassVar[str]
+    #: key into :data:`layout.EXTENSIONS`
+    format: ClassVar[str]
+
+    @classmethod
+    def can_read(cls, uri: str) -> bool:
+        return detect(uri) == cls.name
+
+    def identity(self) -> str:
+        return f"{self.name}:{os.path.abspath(os.path.expanduser(self.uri))}"
+
+    def files(self) -> list[InputFile]:
+        return list_files(self.uri, EXTENSIONS[self.format])
+
+    def check(self) -> None:
+        path = Path(self.uri).expanduser()
+        if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
+            raise ConfigError(f"cannot read folder {self.uri}: permission denied")
+        files = self.files()
+        if not files:
+            raise ConfigError(self._nothing_found())
+        for f in files:
+            if not os.access(f.path, os.R_OK):
+                raise ConfigError(f"cannot read {f.path}: permission denied")
+        columns = self.columns(files[0])
+        if columns is not None:
+            formats.check_columns(self.mapping, columns, files[0].rel)
+
+    def _nothing_found(self) -> str:
+        exts = ", ".join(EXTENSIONS[self.format])
+        if is_glob(self.uri):
+            return f"no files match {self.uri}"
+        if not Path(self.uri).expanduser().exists():
+            return f"{self.uri} does not exist; give a file, a folder of {exts} files or a glob pattern"
+        return (
+            f"no {exts} files in {self.uri}; give a folder that holds them, "
+            "or pick the source for its files with --source"
+        )
+
+    def columns(self, first: InputFile) -> list[str] | None:
+        """The first file's columns, which the field mapping is checked against (``None``: no schema to check)."""
+        return formats.columns_of(first.path, self.format)
+
+    def shards(self) -> list[Shard]:
+        return [Shard(shard_key(f.rel), fingerprint(f.path), {"path": str(f.path), "rel": f.rel}) for f in self.files()]
+
+    def records(self, shard: Shard) -> Iterator[tuple[str, Any]]:
+        return guarded(self.read_file(shard.spec))
+
+    @abstractmethod
+    def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """The records of the file (or row range) a shard's spec names."""
+
+
+class JsonlSource(FileSource):
+    """JSON lines (.jsonl, .ndjson, optionally gzipped): one object per line."""
+
+    description = "JSON-lines files (.jsonl, .ndjson, .gz): a file, a folder of them or a glob"
+    name = "jsonl"
+    format = "jsonl"
+
+    def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        return formats.read_jsonl(spec["path"], self.mapping.max_doc_chars)
+
+
+class CsvSource(FileSource):
+    """CSV or TSV files with a header row.
+
+    :param delimiter: field separator; by default a tab for .tsv files and a comma otherwise.
+    """
+
+    description = "CSV/TSV files with a header row: a file, a folder of them or a glob"
+    name = "csv"
+    format = "csv"
+
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, delimiter: str | None = None, **options: Any):
+        super().__init__(uri, mapping=mapping, **options)
+        self.delimiter = delimiter
+
+    def columns(self, first: InputFile) -> list[str] | None:
+        return formats.columns_of(first.path, self.format, self.delimiter)
+
+    def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        return formats.read_csv(spec["path"], formats.csv_delimiter(spec["path"], self.delimiter))
+
+
+class ParquetSource(FileSource):
+    """Parquet files, read in batches of rows and only the columns the field mapping uses.
+
+    :param rows_per_shard: a bigger file is cut into shards of whole row groups holding about this many rows.
+    """
+
+    description = "parquet files: a file, a folder of them or a glob; big files are cut by row groups"
+    name = "parquet"
+    format = "parquet"
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        mapping: FieldMapping | None = None,
+        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+        **options: Any,
+    ):
+        super().__init__(uri, mapping=mapping, **options)
+        self.rows_per_shard = rows_per_shard
+
+    def shards(self) -> list[Shard]:
+        return [s for f in self.files() for s in parquet_shards(f, self.rows_per_shard, fingerprint(f.path))]
+
+    def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        return read_parquet_shard(spec, self.mapping)
+
+
+class TextSource(FileSource):
+    """A folder of .txt / .md files, one document per file, its id the file's path relative to the folder.
+
+    Records carry ``path`` and, for markdown with a ``# heading``, ``title``; keep them with ``--metadata-field``.
+    """
+
+    description = "a folder of .txt/.md files, one document per file (id: the relative path)"
+    name = "text"
+    format = "text"
+
+    def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        return formats.read_text(spec["path"], spec["rel"], self.mapping.max_doc_chars)
+
+
+class BeirSource(JsonlSource):
+    """A BEIR folder (corpus.jsonl of ``_id``, ``title``, ``text``); the title goes before the text unless the
+    field mapping says otherwise (``title_field=""`` turns it off)."""
+
+    description = "a BEIR folder: corpus.jsonl with _id, title, text (title joined before the text)"
+    name = "beir"
+
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
+        m = mapping or FieldMapping()
+        m = replace(
+            m,
+            id_field="_id" if m.id_field is None else m.id_field,
+            title_field="title" if m.title_field is None else m.title_field,
+        )
+        super().__init__(uri, mapping=m, **options)
+
+    def files(self) -> list[InputFile]:
+        folder = Path(self.uri).expanduser()
+        if folder.is_dir():
+            corpus = folder / BEIR_CORPUS
+            return [InputFile(corpus.absolute(), BEIR_CORPUS)] if corpus.is_file() else []
+        return super().files()
+
+    def _nothing_found(self) -> str:
+        if Path(self.uri).expanduser().is_dir():
+            return f"{self.uri} has no {BEIR_CORPUS}; a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/"
+        return super()._nothing_found()
