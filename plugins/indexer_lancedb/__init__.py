@@ -299,7 +299,7 @@ class LanceDBSink(Sink):
                 .limit(k)
                 .refine_factor(self.refine_factor)
                 .ef(max(100, 2 * k * self.refine_factor))
-                .select(RESULT_COLUMNS)
+                .select([*RESULT_COLUMNS, "_distance"])
             )
             if filter:
                 query = query.where(filter, prefilter=True)
@@ -317,7 +317,7 @@ class LanceDBSink(Sink):
         """Top ``k`` hits for a keyword query by BM25 (``Hit.score``), best first; needs the full-text index."""
         tbl = self._table()
         if not any(TEXT in i.columns and i.index_type == "FTS" for i in tbl.list_indices()):
-            raise ConfigError(f"table {self.table} has no full-text index; write it with the option fts=true (--fts)")
+            raise ConfigError(f"table {self.table} has no full-text index; build with --option lancedb.fts=true")
         builder = tbl.search(query, query_type="fts", fts_columns=TEXT).limit(k).select(RESULT_COLUMNS)
         if filter:
             builder = builder.where(filter, prefilter=True)
