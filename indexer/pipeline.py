@@ -27,12 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexer.components import Chunker, Embedder, Executor, FieldMapping, Sink, Source
-from indexer.config import BuildConfig
+from indexer.config import DEFAULT_MODEL, BuildConfig
 from indexer.errors import ConfigError, IndexerError
 from indexer.plugins import Host, get_host
 from indexer.state import WorkDir, atomic_path, atomic_write_text, short_hash, vector_schema
 from indexer.summary import RunSummary, ShardResult
-from indexer.rows import CHUNK_SCHEMA, batch_to_chunks, chunks_to_batch
+from indexer.rows import CHUNK_SCHEMA, batch_to_chunks, chunks_to_batch, multivector_array
 from indexer.types import BadRecord, Document, ModelInfo, Shard
 
 
@@ -105,9 +105,30 @@ def make_sinks(plan: Plan, host: Host) -> list[Sink]:
             for name in plan.sink_names]
 
 
+def apply_late_interaction(config: BuildConfig, host: Host) -> BuildConfig:
+    """``--late-interaction NAME``: embed with the NAME embedder (its ``default_model`` unless --model was given)
+    into the NAME sink (unless --sink was given)."""
+    name = config.late_interaction
+    if not name:
+        return config
+    cls = host.component("embedder", name)
+    if cls.kind != "multivector":
+        raise ConfigError(f"--late-interaction {name}: embedder {name!r} makes {cls.kind} vectors, not per-token ones")
+    if config.embedder not in (BuildConfig.embedder, name):
+        raise ConfigError(f"--late-interaction {name} embeds with {name!r}; leave out --embedder {config.embedder}")
+    host.component("sink", name)
+    changes: dict[str, Any] = {"embedder": name, "late_interaction": None}
+    if config.sinks == BuildConfig().sinks:
+        changes["sinks"] = [name]
+    if config.model == DEFAULT_MODEL and cls.default_model:
+        changes["model"] = cls.default_model
+    return config.replace(**changes)
+
+
 def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: str | None = None) -> Plan:
     """Build and check every component. Raises :class:`ConfigError` before any work when something is wrong."""
     host = host or get_host()
+    config = apply_late_interaction(config, host)
     for name in config.sinks:
         host.component("sink", name)  # unknown names fail here, listing the known ones
     host.component("executor", config.executor)
@@ -179,7 +200,7 @@ def prepare_shard(job: ShardJob) -> ShardResult:
     previous = work.load_vectors_by_hash(plan.model_key, plan.chunkset, shard.key)
     chunk_path = work.chunk_file(plan.chunkset, shard.key)
     vector_path = work.vector_file(plan.model_key, plan.chunkset, shard.key)
-    vschema = vector_schema(plan.model.dimension)
+    vschema = vector_schema(plan.model.dimension, plan.model.kind)
     t_read = t_embed = t_write = 0.0
     with ExitStack() as stack:
         from tqdm.auto import tqdm
@@ -208,10 +229,13 @@ def prepare_shard(job: ShardJob) -> ShardResult:
                        for c in chunks]
             if chunk_writer is not None:
                 chunk_writer.write_batch(chunks_to_batch(chunks, shard.key))
-            flat = pa.array(_flatten(vectors, plan.model.dimension), type=pa.float32())
+            if plan.model.kind == "multivector":
+                column = multivector_array(vectors, plan.model.dimension)
+            else:
+                flat = pa.array(_flatten(vectors, plan.model.dimension), type=pa.float32())
+                column = pa.FixedSizeListArray.from_arrays(flat, plan.model.dimension)
             vector_writer.write_batch(pa.RecordBatch.from_arrays(
-                [pa.array([c.id for c in chunks]), pa.array([c.content_hash for c in chunks]),
-                 pa.FixedSizeListArray.from_arrays(flat, plan.model.dimension)], schema=vschema))
+                [pa.array([c.id for c in chunks]), pa.array([c.content_hash for c in chunks]), column], schema=vschema))
             t0 = time.perf_counter()
             t_write += t0 - t2
         vector_writer.close()
@@ -304,7 +328,7 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
     def is_done(job: ShardJob) -> bool:
         rec = work.done_record(plan.table, job.shard.key)
         return bool(rec) and rec.get("fingerprint") == job.shard.fingerprint and rec.get("chunkset") == plan.chunkset \
-            and rec.get("model") == plan.model.fingerprint
+            and rec.get("model") == plan.model.fingerprint and rec.get("sinks") == sorted(plan.sink_names)
 
     todo = [j for j in jobs if not is_done(j)]
     summary.shards_skipped = len(jobs) - len(todo)
@@ -324,6 +348,7 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
                 work.mark_done(plan.table, result.shard, {
                     "fingerprint": next(j.shard.fingerprint for j in todo if j.shard.key == result.shard),
                     "chunkset": plan.chunkset, "model": plan.model.fingerprint, "chunks": result.chunks,
+                    "sinks": sorted(plan.sink_names),  # a sink added later must still receive every shard
                 })
                 bar.update(1)
         for gone in sorted(set(work.done_shards(plan.table)) - current):
