@@ -1,0 +1,219 @@
+"""Embedding speed: indexer's local embedder against sentence-transformers, in one process, on real text.
+
+    python scripts/bench_embed.py [--chunks 2000] [--rounds 3] [--device auto] [--model MODEL] [--modes auto,exact]
+
+Text: the demo corpus (data/demo/wiki-demo.jsonl) cut by the built-in token chunker; without that chunker, the
+extracts of shared/data/wiki-sample cut into token windows of 20-254 tokens. Every variant embeds the same chunks
+from their text (tokenisation is timed; the pipeline hands token ids over, which only makes it faster).
+Variants run alternately, each round in a rotated order so that drift in a shared machine's load falls on all
+of them; the figure is the median over rounds. Cosine is per row against sentence-transformers' fp32 output.
+The compute bound is the machine's measured matmul rate divided by the model's FLOPs per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+
+from indexer.types import Chunk, Document  # noqa: E402
+from indexer_local import LocalEmbedder  # noqa: E402
+
+DEMO = REPO / "data" / "demo" / "wiki-demo.jsonl"
+WIKI = REPO.parent / "shared" / "data" / "wiki-sample" / "summaries_en-us.json"
+
+
+def load_chunks(embedder: LocalEmbedder, n: int) -> tuple[list[Chunk], str]:
+    tok = embedder.tokenizer()
+    limit = embedder.content_token_limit()
+    try:
+        from indexer.plugins import get_host
+
+        chunker = get_host().component("chunker", "token")(
+            tok, max_tokens=limit, tokenizer_key=embedder.tokenizer_key()
+        )
+        chunker.check()
+        docs = [json.loads(line) for line in DEMO.read_text(encoding="utf-8").splitlines() if line.strip()]
+        chunks = list(chunker.chunk_many(Document(id=d["id"], text=d["text"]) for d in docs))[:n]
+        if chunks:
+            return chunks, f"{DEMO.relative_to(REPO)} cut by the token chunker (max {limit} tokens)"
+    except Exception as e:  # the chunker plugin is optional here: fall back on plain token windows
+        print(f"(token chunker unavailable: {e}; using token windows of the wiki sample)", file=sys.stderr)
+    rng = random.Random(0)
+    extracts = json.loads(WIKI.read_text(encoding="utf-8"))
+    chunks = []
+    for title in sorted(extracts):
+        text = extracts[title].get("extract") or ""
+        enc = tok.encode(text, add_special_tokens=False)
+        pos = 0
+        while pos < len(enc.ids) and len(chunks) < n:
+            end = min(pos + rng.randint(20, min(254, limit)), len(enc.ids))
+            if end - pos >= 20:
+                piece = text[enc.offsets[pos][0] : enc.offsets[end - 1][1]]
+                chunks.append(Chunk(f"{title}#{len(chunks)}", title, 0, piece, end - pos, 0, len(piece), ""))
+            pos = end
+        if len(chunks) >= n:
+            break
+    return chunks, f"{WIKI.name} extracts cut into token windows of 20-{min(254, limit)} tokens"
+
+
+def matmul_gflops(dtype_name: str, device: str) -> dict[str, float]:
+    """GFLOP/s of the GEMM shape this model spends most time in (tokens x hidden -> 4 x hidden)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    m, k, n = 8192, 384, 1536
+    x = torch.randn(m, k, device=device).to(dtype)
+    w = torch.randn(n, k, device=device).to(dtype)
+    b = torch.randn(n, device=device).to(dtype)
+    fns = {"torch linear": lambda: torch.nn.functional.linear(x, w, b)}
+    if device == "cpu" and torch.backends.mkldnn.is_available():
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+        fns["oneDNN packed"] = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+    out = {}
+    with torch.inference_mode():
+        for name, fn in fns.items():
+            rates = []
+            for _ in range(5):
+                fn()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(10):
+                    fn()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                rates.append(2 * m * k * n * 10 / (time.perf_counter() - t) / 1e9)
+            out[name] = statistics.median(rates)
+    return out
+
+
+def flops_per_token(config: dict, lengths: list[int]) -> tuple[float, float, float]:
+    """(matmul FLOPs/token, attention FLOPs/token, token-weighted mean length) for a BERT-like encoder."""
+    h = config["hidden_size"]
+    layers = config["num_hidden_layers"]
+    inter = config.get("intermediate_size", 4 * h)
+    dense = 2 * layers * (4 * h * h + 2 * h * inter)  # q, k, v, o and the two feed-forward matrices
+    # Q.K^T and attention x V: 2 x 2 x h FLOPs per (token, attended token); a token attends to its whole sequence,
+    # so the per-token mean sequence length is weighted by tokens: sum(L^2) / sum(L).
+    attended = sum(n * n for n in lengths) / sum(lengths)
+    return dense, 4 * layers * h * attended, attended
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--chunks", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    ap.add_argument("--modes", default="auto,fast,exact", help="precision modes of the local embedder, comma-separated")
+    ap.add_argument("--batch-tokens", type=int, default=16384)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    reference = LocalEmbedder(args.model, device=args.device, precision="exact")
+    reference.check()
+    device = reference._choose()[0]
+    chunks, source = load_chunks(reference, args.chunks)
+    texts = [c.text for c in chunks]
+    for c in chunks:
+        c.token_ids = None  # every variant tokenises, as sentence-transformers must
+    lengths = [len(ids) for ids in reference.input_ids(chunks)]
+    tokens = sum(lengths)
+
+    # Distinct code paths only: on a CPU with native bf16, auto and fast are the same run.
+    embedders: dict[str, LocalEmbedder] = {}
+    labels: dict[str, list[str]] = {}
+    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+        emb = LocalEmbedder(args.model, device=args.device, precision=mode, batch_tokens=args.batch_tokens)
+        key = emb.info.precision
+        embedders.setdefault(key, emb)
+        labels.setdefault(key, []).append(mode)
+    st = SentenceTransformer(str(reference._resolve()), device=device)
+
+    def run_st():
+        return st.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False)
+
+    variants = {"sentence-transformers": run_st}
+    for key, emb in embedders.items():
+        variants[f"indexer {'/'.join(labels[key])} ({key})"] = lambda emb=emb: emb.embed(chunks)
+
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"device {device}, torch {torch.__version__}")
+    print(f"text: {len(chunks)} chunks, {tokens:,} tokens incl. specials, mean {tokens / len(chunks):.1f}, "
+          f"min {min(lengths)}, median {int(statistics.median(lengths))}, max {max(lengths)} ({source})")
+    # Warm-up: model loading, first-call allocations, oneDNN kernel creation.
+    st.encode(texts[:256], batch_size=32)
+    for emb in embedders.values():
+        emb.embed(chunks[:256])
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    outputs: dict[str, np.ndarray] = {}
+    names = list(variants)
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = variants[name]()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+            outputs[name] = np.asarray(out, dtype=np.float32)
+        print(f"  round {r + 1}: " + ", ".join(f"{n.split(' (')[0]} {tokens / times[n][-1]:,.0f}" for n in names),
+              file=sys.stderr)
+
+    if hasattr(os, "getloadavg"):
+        # Other processes on the machine skew every figure (ratios less, as the variants alternate).
+        print(f"load average (1 min): {load_before:.2f} before the timed rounds, {os.getloadavg()[0]:.2f} after")
+    ref = outputs["sentence-transformers"]
+    ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    config = json.loads((reference._resolve() / "config.json").read_text())
+    dense, attention, attended = flops_per_token(config, lengths)
+    per_token = dense + attention
+    peak = {p: matmul_gflops(p, device) for p in sorted({"fp32", *embedders})}
+    print(f"model: {args.model}, {per_token / 1e6:.2f} MFLOP/token ({dense / 1e6:.2f} in weight matmuls + "
+          f"{attention / 1e6:.2f} attention at token-weighted mean length {attended:.0f})")
+    for p, rates in peak.items():
+        print(f"matmul {p}: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in rates.items())
+              + f" -> bound {max(rates.values()) * 1e9 / per_token:,.0f} tokens/s")
+
+    base = tokens / statistics.median(times["sentence-transformers"])
+    rows = []
+    print(f"\n| variant | tokens/s | vs s-t | of compute bound | min row cosine vs s-t fp32 |\n|---|---|---|---|---|")
+    for name in names:
+        rate = tokens / statistics.median(times[name])
+        prec = "fp32" if name == "sentence-transformers" else name.rsplit("(", 1)[1].rstrip(")")
+        bound = max(peak[prec].values()) * 1e9 / per_token
+        out = outputs[name] / np.linalg.norm(outputs[name], axis=1, keepdims=True)
+        cos = float((out * ref).sum(1).min())
+        rows.append({"variant": name, "tokens_per_s": rate, "vs_st": rate / base, "of_bound": rate / bound,
+                     "min_cos": cos, "seconds": times[name]})
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {rate / bound:.0%} | "
+              f"{'—' if name == 'sentence-transformers' else f'{cos:.6f}'} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tokens": tokens, "chunks": len(chunks), "source": source,
+                                               "peak_gflops": peak, "flops_per_token": per_token, "rows": rows},
+                                              indent=1))
+
+
+if __name__ == "__main__":
+    main()
