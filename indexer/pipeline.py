@@ -331,6 +331,7 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
             and rec.get("model") == plan.model.fingerprint and rec.get("sinks") == sorted(plan.sink_names)
 
     todo = [j for j in jobs if not is_done(j)]
+    fingerprints = {j.shard.key: j.shard.fingerprint for j in todo}
     summary.shards_skipped = len(jobs) - len(todo)
     work.write_chunkset_info(plan.chunkset, {"source": meta["source"], "chunking": meta["chunking"]})
     work.write_table_info(plan.table, meta)
@@ -346,7 +347,7 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
                         result.shard, work.embedded_batches(plan.model_key, plan.chunkset, result.shard))
                 summary.seconds["sink"] += time.perf_counter() - t0
                 work.mark_done(plan.table, result.shard, {
-                    "fingerprint": next(j.shard.fingerprint for j in todo if j.shard.key == result.shard),
+                    "fingerprint": fingerprints[result.shard],
                     "chunkset": plan.chunkset, "model": plan.model.fingerprint, "chunks": result.chunks,
                     "sinks": sorted(plan.sink_names),  # a sink added later must still receive every shard
                 })
