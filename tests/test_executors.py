@@ -1,0 +1,213 @@
+"""The ``processes`` executor (same rows as one process; a failing worker fails the run clearly and leaves finished
+shards done) and the arithmetic of ``indexer estimate``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import DEMO_CORPUS
+
+import indexer
+from indexer import pipeline
+from indexer.errors import ConfigError
+from indexer_local_executor import ProcessExecutor
+from indexer_modal.estimate import GPUS, PriceTable, estimate, load_prices
+
+SHARDS = 4
+PER_SHARD = 15
+SETTINGS = dict(title_field="title", table="t", progress=False, max_tokens=64, overlap=8, precision="exact")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    lines = DEMO_CORPUS.read_text().splitlines()
+    for s in range(SHARDS):
+        (folder / f"part-{s:02d}.jsonl").write_text("\n".join(lines[s * PER_SHARD : (s + 1) * PER_SHARD]) + "\n")
+    return folder
+
+
+def _rows(db: Path):
+    import lancedb
+
+    t = lancedb.connect(str(db)).open_table("t").to_arrow().sort_by("id")
+    return t.column("id").to_pylist(), t.column("text").to_pylist(), t.column("vector").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def single_process_rows(corpus, model_path, tmp_path_factory):
+    db = tmp_path_factory.mktemp("single") / "db.lancedb"
+    indexer.build(str(corpus), db=str(db), model=model_path, executor="local", **SETTINGS)
+    return _rows(db)
+
+
+def _assert_same_rows(got, want):
+    assert got[0] == want[0], "chunk ids differ"
+    assert got[1] == want[1], "chunk texts differ"
+    worst = max(abs(a - b) for u, v in zip(got[2], want[2]) for a, b in zip(u, v))
+    assert worst <= 1e-5, f"vectors differ by up to {worst}"
+
+
+def test_processes_executor_builds_the_same_rows_as_one_process(corpus, model_path, single_process_rows, tmp_path):
+    summary = indexer.build(str(corpus), db=str(tmp_path / "db.lancedb"), model=model_path, executor="processes",
+                            workers=2, **SETTINGS)
+    assert summary.shards == SHARDS and summary.documents == SHARDS * PER_SHARD
+    _assert_same_rows(_rows(tmp_path / "db.lancedb"), single_process_rows)
+
+
+_prepare_shard = pipeline.prepare_shard
+
+
+def prepare_or_fail(job):
+    """``prepare_shard`` that fails on one shard (runs in the worker processes, so it lives at module level)."""
+    if job.shard.key.startswith("part-02"):
+        raise ValueError("disk on fire")
+    return _prepare_shard(job)
+
+
+def test_a_failing_worker_fails_the_run_clearly_and_finished_shards_stay_done(corpus, model_path, single_process_rows,
+                                                                               tmp_path, monkeypatch):
+    db = tmp_path / "db.lancedb"
+    real = pipeline.prepare_shard
+    monkeypatch.setattr(pipeline, "prepare_shard", prepare_or_fail)
+    with pytest.raises(RuntimeError) as failure:
+        indexer.build(str(corpus), db=str(db), model=model_path, executor="processes", workers=2, **SETTINGS)
+    message = str(failure.value)
+    assert "shard part-02" in message and "ValueError: disk on fire" in message
+    assert "run the same command again" in message
+    done = sorted(p.stem for p in (db / "_indexer" / "tables" / "t" / "done").glob("*.json"))
+    assert "part-02.jsonl" not in done and done, "the shards that finished must be recorded"
+
+    monkeypatch.setattr(pipeline, "prepare_shard", real)
+    again = indexer.build(str(corpus), db=str(db), model=model_path, executor="processes", workers=2, **SETTINGS)
+    assert again.shards_skipped == len(done) and again.shards_skipped + 1 <= SHARDS
+    assert again.source_reads == SHARDS - len(done)
+    _assert_same_rows(_rows(db), single_process_rows)
+
+
+def record_and_maybe_fail(job):
+    """Leaves a marker per job it runs; job 1 fails."""
+    folder, n = job
+    Path(folder, f"ran-{n}").touch()
+    if n == 1:
+        raise KeyError("job one")
+    return n
+
+
+def exit_abruptly(job):
+    os._exit(3)
+
+
+def test_after_a_failure_no_new_jobs_start_and_running_ones_are_kept(tmp_path):
+    jobs = [(str(tmp_path), n) for n in range(8)]
+    results = []
+    with ProcessExecutor(workers=1) as executor, pytest.raises(RuntimeError, match=r"KeyError: 'job one'") as failure:
+        for r in executor.map(record_and_maybe_fail, jobs):
+            results.append(r)
+    ran = {int(p.name.split("-")[1]) for p in tmp_path.glob("ran-*")}
+    assert 0 in results and 1 not in results
+    assert set(results) == ran - {1}, "every job that ran and succeeded was yielded"
+    assert len(ran) < len(jobs), "jobs were still started after the failure"
+    assert f"{len(results)} of 8 shard(s) finished" in str(failure.value)
+
+
+def test_a_dead_worker_is_reported_and_the_executor_recovers(tmp_path):
+    with ProcessExecutor(workers=2) as executor:
+        with pytest.raises(RuntimeError, match="worker process died"):
+            list(executor.map(exit_abruptly, [1, 2]))
+        assert sorted(executor.map(abs, [-1, -2, 3])) == [1, 2, 3]
+
+
+def test_processes_executor_checks_its_settings():
+    with pytest.raises(ConfigError, match="--workers"):
+        ProcessExecutor(workers=0).check()
+    with pytest.raises(ConfigError, match="no options"):
+        ProcessExecutor(threads=2).check()
+
+
+# -- indexer estimate ------------------------------------------------------------------------------------------
+
+
+def test_estimate_arithmetic_for_a_fineweb_edu_sized_corpus():
+    e = estimate(10.5e9, "A10G", 50)
+    gpu_seconds = 10.5e9 / 150_000  # 70,000 s of A10G time at the table's 150k tokens/s
+    assert e.gpu_hours == pytest.approx(gpu_seconds / 3600) == pytest.approx(19.4444, abs=1e-4)
+    assert e.billed_gpu_hours == pytest.approx((gpu_seconds + 50 * 60) / 3600)  # plus a 60 s start per container
+    assert e.wall_seconds == pytest.approx(gpu_seconds / 50 + 60) == pytest.approx(1460)
+    assert e.gpu_dollars == pytest.approx(73_000 / 3600 * 1.1016) == pytest.approx(22.338, abs=1e-3)
+    assert e.chunk_core_hours == pytest.approx(10.5e9 / 700_000 / 3600)
+    assert e.chunk_dollars == pytest.approx(e.chunk_core_hours * 0.0000131 * 3600)
+    assert e.dollars == pytest.approx(22.338 + 0.1965, abs=1e-3)
+
+    out = CliRunner().invoke(_cli(), ["estimate", "--tokens", "10.5e9", "--gpu", "A10G", "--containers", "50"])
+    assert out.exit_code == 0, out.output
+    assert "10,500,000,000 (as described)" in out.output
+    assert "19.44 embedding, 20.28 billed" in out.output and "24.3 min on 50 container(s)" in out.output
+    assert "$22.34 GPU + $0.197 chunking" in out.output and "= $22.53" in out.output
+
+
+def test_estimate_counts_the_demo_corpus_with_the_build_chunker(model_path):
+    from indexer.config import BuildConfig
+    from indexer.types import BadRecord
+
+    out = CliRunner().invoke(_cli(), ["estimate", str(DEMO_CORPUS), "--model", model_path, "--title-field", "title",
+                                      "--gpu", "H100", "--containers", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    plan = pipeline.plan_build(BuildConfig(source=str(DEMO_CORPUS), model=model_path, title_field="title", sinks=[]))
+    docs = [d for s in plan.source.shards() for d in plan.source.read(s) if not isinstance(d, BadRecord)]
+    tokens = sum(c.token_count for c in plan.chunker.chunk_many(docs))
+    assert len(docs) == 2000 and got["tokens"] == tokens and got["tokens_counted"].startswith("counted")
+    assert got["gpu"] == "H100" and got["tokens_per_second_per_gpu"] == 700_000
+    assert got["gpu_hours"] == pytest.approx(tokens / 700_000 / 3600)
+    assert got["wall_seconds"] == pytest.approx(tokens / 700_000 / 2 + 60)
+    assert got["gpu_dollars"] == pytest.approx((tokens / 700_000 + 2 * 60) / 3600 * 3.9492)
+    assert got["dollars"] == pytest.approx(got["gpu_dollars"] + got["chunk_dollars"])
+
+
+def test_estimate_extrapolates_from_a_sample_of_shards(tmp_path, model_path):
+    lines = DEMO_CORPUS.read_text().splitlines()
+    for s in range(12):
+        (tmp_path / f"f{s:02d}.jsonl").write_text("\n".join(lines[s * 10 : s * 10 + 10]) + "\n")
+    args = ["estimate", str(tmp_path), "--model", model_path, "--json", "--tokens-per-second-per-gpu", "1000"]
+    exact = json.loads(CliRunner().invoke(_cli(), args + ["--sample-shards", "0"]).output)
+    sampled = json.loads(CliRunner().invoke(_cli(), args + ["--sample-shards", "3"]).output)
+    assert exact["tokens_counted"].startswith("counted")
+    assert sampled["tokens_counted"].startswith("extrapolated: 3 of 12 shards")
+    counted = int(sampled["tokens_counted"].split("(")[1].split(" ")[0].replace(",", ""))
+    assert sampled["tokens"] == round(counted * 12 / 3)
+    assert abs(sampled["tokens"] - exact["tokens"]) < 0.35 * exact["tokens"]
+    assert exact["gpu_hours"] == pytest.approx(exact["tokens"] / 1000 / 3600)
+
+
+def test_price_file_overrides_the_table(tmp_path):
+    toml = tmp_path / "prices.toml"
+    toml.write_text("startup_seconds = 0\n[gpus.A10G]\ntokens_per_second = 300000\n"
+                    "[gpus.RTX6000]\nprice_per_hour = 0.5\ntokens_per_second = 100000\n")
+    prices = load_prices(toml)
+    e = estimate(3e9, "a10g", 10, prices)
+    assert e.tokens_per_second_per_gpu == 300_000 and e.price_per_gpu_hour == GPUS["A10G"].price_per_hour
+    assert e.wall_seconds == pytest.approx(1000) and e.gpu_dollars == pytest.approx(10_000 / 3600 * 1.1016)
+    assert estimate(3.6e8, "RTX6000", 1, prices).gpu_dollars == pytest.approx(0.5)
+    (tmp_path / "p.json").write_text(json.dumps({"gpus": {"A10G": {"price_per_hour": 2.0}}}))
+    assert estimate(1e9, "A10G", 1, load_prices(tmp_path / "p.json")).price_per_gpu_hour == 2.0
+    for bad in ({"gpus": {"NEW": {"price_per_hour": 1}}}, {"gpus": {"A10G": {"price_per_hour": -1}}}, {"speed": 1}):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match="price file"):
+            load_prices(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="no price for GPU 'V100'"):
+        estimate(1, "V100", 1, PriceTable(GPUS))
+
+
+def _cli():
+    from indexer.cli import cli
+    from indexer.plugins import get_host
+
+    if "estimate" not in cli.commands:
+        get_host().hook.register_commands(cli=cli)
+    return cli
