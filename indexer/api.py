@@ -30,19 +30,20 @@ def reembed(from_table: str, model: str, *, config: str | Path | None = None, **
 
 
 def search(query: str, *, db: str = DEFAULT_DB, table: str | None = None, k: int = 10, by_doc: bool = False,
-           filter: str | None = None) -> list[Hit]:
-    """Top ``k`` chunks (or documents, with ``by_doc``) for one query."""
+           filter: str | None = None, sink: str = "lancedb") -> list[Hit]:
+    """Top ``k`` chunks (or documents, with ``by_doc``) for one query; ``sink`` names the searchable sink."""
     from indexer.search import open_index
 
-    return open_index(db, table).search([query], k, by_doc, filter)[0]
+    return open_index(db, table, sink_name=sink).search([query], k, by_doc, filter)[0]
 
 
 def search_batch(queries: dict[str, str], *, db: str = DEFAULT_DB, table: str | None = None, k: int = 100,
-                 by_doc: bool = False, run_file: str | Path | None = None, tag: str = "indexer") -> dict[str, list[Hit]]:
+                 by_doc: bool = False, run_file: str | Path | None = None, tag: str = "indexer",
+                 sink: str = "lancedb") -> dict[str, list[Hit]]:
     """Search many queries (id → text); optionally write a TREC run file."""
     from indexer.search import open_index, write_trec
 
-    index = open_index(db, table)
+    index = open_index(db, table, sink_name=sink)
     ids = list(queries)
     results = dict(zip(ids, index.search([queries[q] for q in ids], k, by_doc)))
     if run_file:
@@ -55,6 +56,18 @@ def evaluate(qrels: str | Path, run_file: str | Path) -> dict[str, float]:
     from indexer.evaluate import evaluate_files
 
     return evaluate_files(qrels, run_file)
+
+
+def log_feedback(query: str, positive_id: str, *, db: str = DEFAULT_DB, relevance: float = 1.0,
+                 negative_ids: list[str] | tuple[str, ...] = (), positive_text: str | None = None, source: str = "api",
+                 store: str = "lancedb") -> bool:
+    """Record that ``positive_id`` (a chunk or document id) answers ``query`` (``relevance=0``: it does not), in the
+    feedback store of ``db``; returns whether the pair is new. ``indexer finetune`` trains on these pairs."""
+    from indexer.components import FeedbackPair
+    from indexer.plugins import get_host
+
+    pair = FeedbackPair(query, positive_id, positive_text, list(negative_ids), relevance, source)
+    return get_host().component("feedback_store", store)(db=db).add([pair]) == 1
 
 
 def info(db: str = DEFAULT_DB, sink: str = "lancedb") -> list[dict[str, Any]]:

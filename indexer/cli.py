@@ -49,6 +49,7 @@ def cli() -> None:
 @click.option("--boundaries", type=click.Choice(["token", "sentence", "paragraph"]), help="Where chunks prefer to end.")
 @click.option("--embedder", help="Embedder plugin (default: local).")
 @click.option("--model", envvar="INDEXER_MODEL", help="Model id or path (default: sentence-transformers/all-MiniLM-L6-v2).")
+@click.option("--late-interaction", metavar="NAME", help="Late-interaction indexing with plugin NAME (e.g. colbert): its embedder and, unless --sink is given, its sink.")
 @click.option("--device", help="auto, cpu, cuda, mps.")
 @click.option("--precision", help="auto (fastest that keeps cosine >= 0.999), exact, fast, fp32, bf16, fp16.")
 @click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch (default 16384).")
@@ -93,7 +94,8 @@ def build(source, config_file, options, no_progress, summary_json, **settings) -
 @click.option("--queries", type=click.Path(dir_okay=False), help="Batch mode: a queries file (BEIR jsonl or TSV).")
 @click.option("--run-file", type=click.Path(dir_okay=False), help="Batch mode: write a TREC run here.")
 @click.option("--tag", default="indexer", show_default=True, help="Run tag for the TREC file.")
-def search(query, db, table, k, by_doc, as_json, queries, run_file, tag) -> None:
+@click.option("--sink", default="lancedb", show_default=True, help="Searchable sink holding the index, e.g. colbert for a PLAID index.")
+def search(query, db, table, k, by_doc, as_json, queries, run_file, tag, sink) -> None:
     """Search the index for QUERY, or run a batch of --queries into a TREC --run-file."""
     from indexer import api
 
@@ -103,12 +105,12 @@ def search(query, db, table, k, by_doc, as_json, queries, run_file, tag) -> None
         from indexer.search import read_queries
 
         results = api.search_batch(read_queries(queries), db=db, table=table, k=k or 100, by_doc=by_doc,
-                                   run_file=run_file, tag=tag)
+                                   run_file=run_file, tag=tag, sink=sink)
         click.echo(f"wrote {sum(len(h) for h in results.values()):,} results for {len(results):,} queries to {run_file}", err=True)
         return
     if not query:
         raise click.UsageError("give a QUERY, or --queries FILE --run-file FILE")
-    hits = api.search(query, db=db, table=table, k=k or 10, by_doc=by_doc)
+    hits = api.search(query, db=db, table=table, k=k or 10, by_doc=by_doc, sink=sink)
     if as_json:
         click.echo(json.dumps([h.__dict__ for h in hits], indent=1, ensure_ascii=False))
         return
@@ -133,7 +135,7 @@ def eval_(qrels, run_file, as_json) -> None:
         click.echo(json.dumps(m, indent=1))
         return
     click.echo(f"queries     {m['queries']}" + (f" ({m['queries_without_results']} without results)" if m["queries_without_results"] else ""))
-    for key in ("ndcg@10", "recall@100", "mrr@10"):
+    for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
         click.echo(f"{key:<11} {m[key]:.4f}")
 
 

@@ -229,6 +229,8 @@ class Embedder(ABC):
 
     #: vectors per chunk: "dense" (one) or "multivector" (one per token, late interaction).
     kind: ClassVar[str] = "dense"
+    #: The model ``--late-interaction NAME`` embeds with when no --model is given (None: the build's default).
+    default_model: ClassVar[str | None] = None
 
     def __init__(self, model: str, *, batch_tokens: int = 16384, max_batch_size: int = 512, **options: Any):
         self.model = model
@@ -359,6 +361,12 @@ class Sink(ABC):
     def search(self, vectors: Any, k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         """Top ``k`` hits per query vector, best first."""
         raise NotImplementedError(f"sink {type(self).__name__} cannot search")
+
+    def search_queries(self, queries: Sequence[str], embedder: "Embedder", k: int = 10, *,
+                       filter: str | None = None) -> list[list[Hit]]:
+        """Top ``k`` hits per query text, best first: the queries embedded by ``embedder`` (the table's), then
+        :meth:`search`. A sink whose store embeds queries itself (a PLAID index) overrides this."""
+        return self.search(embedder.embed_queries(queries), k, filter=filter)
 
     def count(self) -> int:
         raise NotImplementedError

@@ -50,6 +50,7 @@ class BuildConfig:
 
     embedder: str = "local"
     model: str = DEFAULT_MODEL
+    late_interaction: str | None = None  # a late-interaction plugin (e.g. "colbert"): its embedder and sink
     device: str = "auto"
     precision: str = "auto"
     batch_tokens: int = 16384

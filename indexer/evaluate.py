@@ -1,4 +1,4 @@
-"""Retrieval quality: nDCG@10, Recall@100 and MRR@10 of a TREC run against qrels.
+"""Retrieval quality: nDCG@10, Recall@10, Recall@100 and MRR@10 of a TREC run against qrels.
 
 Definitions follow trec_eval / BEIR: graded gains (the qrels score), log2 discount, ideal ranking from the
 qrels; Recall and MRR count a document as relevant when its score is > 0. Queries with no relevant document in
@@ -21,7 +21,8 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         raise ConfigError(f"qrels file {p} does not exist")
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
+        # BEIR files are tab-separated, and document ids (Wikipedia titles) may contain spaces
+        parts = [x.strip() for x in line.split("\t")] if "\t" in line else line.split()
         if not parts or (n == 1 and parts[0] in ("query-id", "qid", "query_id")):
             continue
         if len(parts) == 3:
@@ -73,14 +74,15 @@ def mrr_at(ranked: list[str], rels: dict[str, int], k: int) -> float:
 
 
 def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
-    """Mean nDCG@10, Recall@100, MRR@10 over the queries that have at least one relevant document."""
+    """Mean nDCG@10, Recall@10, Recall@100, MRR@10 over the queries that have at least one relevant document."""
     judged = [q for q, rels in qrels.items() if any(r > 0 for r in rels.values())]
     if not judged:
         raise ConfigError("the qrels hold no relevant (score > 0) judgement")
-    totals = {"ndcg@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
+    totals = {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
     for q in judged:
         ranked = [d for d, _ in run.get(q, [])]
         totals["ndcg@10"] += ndcg_at(ranked, qrels[q], 10)
+        totals["recall@10"] += recall_at(ranked, qrels[q], 10)
         totals["recall@100"] += recall_at(ranked, qrels[q], 100)
         totals["mrr@10"] += mrr_at(ranked, qrels[q], 10)
     out = {k: v / len(judged) for k, v in totals.items()}

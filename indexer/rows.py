@@ -29,8 +29,35 @@ def vector_field(dimension: int) -> pa.Field:
     return pa.field("vector", pa.list_(pa.float32(), dimension))
 
 
-def embedded_schema(dimension: int) -> pa.Schema:
-    return CHUNK_SCHEMA.append(vector_field(dimension))
+def multivector_field(dimension: int) -> pa.Field:
+    """Late interaction: one ``dimension``-vector per token of the chunk (as many as it has)."""
+    return pa.field("vector", pa.list_(pa.list_(pa.float32(), dimension)))
+
+
+def embedded_schema(dimension: int, kind: str = "dense") -> pa.Schema:
+    """``kind`` is the embedder's: "dense" (one vector per chunk) or "multivector" (one per token)."""
+    return CHUNK_SCHEMA.append(multivector_field(dimension) if kind == "multivector" else vector_field(dimension))
+
+
+def multivector_array(vectors: list, dimension: int) -> pa.Array:
+    """The ``vector`` column of :func:`multivector_field` from one ``(tokens, dimension)`` array per chunk."""
+    import numpy as np
+
+    lengths = [len(v) for v in vectors]
+    flat = np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1, dimension) for v in vectors]).reshape(-1) \
+        if vectors else np.zeros(0, dtype=np.float32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    tokens = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dimension)
+    return pa.ListArray.from_arrays(pa.array(offsets), tokens, type=multivector_field(dimension).type)
+
+
+def multivector_rows(column: pa.Array) -> list:
+    """One ``(tokens, dimension)`` float32 array per row of a :func:`multivector_field` column."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    dim = column.type.value_type.list_size
+    offsets = column.offsets.to_numpy()
+    flat = column.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(column))]
 
 
 def chunks_to_batch(chunks: list[Chunk], shard: str) -> pa.RecordBatch:

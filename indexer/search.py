@@ -26,9 +26,8 @@ class Index:
     meta: dict[str, Any]
 
     def search(self, queries: list[str], k: int = 10, by_doc: bool = False, filter: str | None = None) -> list[list[Hit]]:
-        vectors = self.embedder.embed_queries(queries)
         fetch = max(k * 5, k + 50) if by_doc else k  # several chunks of one document may crowd the top k
-        results = self.sink.search(vectors, fetch, filter=filter)
+        results = self.sink.search_queries(queries, self.embedder, fetch, filter=filter)
         return [aggregate_by_doc(hits, k) if by_doc else hits[:k] for hits in results]
 
 
@@ -62,6 +61,8 @@ def open_index(db: str = DEFAULT_DB, table: str | None = None, *, sink_name: str
     meta = next((t["meta"] for t in sink.tables() if t["table"] == name), None)
     if meta is None:
         raise ConfigError(f"table {name!r} not found in {db}")
+    if meta.get("sink", sink_name) != sink_name:  # a table that only the sink which wrote it can search
+        sink = host.component("sink", meta["sink"])(db=db, table=name)
     emb = meta["embedder"]
     embedder = host.component("embedder", emb["name"])(model or emb["model"], **emb.get("options", {}))
     embedder.check()

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.rows import CHUNK_SCHEMA, embedded_schema
+from indexer.rows import CHUNK_SCHEMA, embedded_schema, multivector_rows
 
 VECTOR_FILE_FIELDS = ("id", "content_hash", "vector")
 
@@ -60,8 +60,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def vector_schema(dimension: int) -> pa.Schema:
-    return pa.schema([CHUNK_SCHEMA.field("id"), CHUNK_SCHEMA.field("content_hash"), embedded_schema(dimension).field("vector")])
+def vector_schema(dimension: int, kind: str = "dense") -> pa.Schema:
+    return pa.schema([CHUNK_SCHEMA.field("id"), CHUNK_SCHEMA.field("content_hash"),
+                      embedded_schema(dimension, kind).field("vector")])
+
+
+def _vector_kind(field: pa.Field) -> tuple[int, str]:
+    """(dimension, kind) of a stored ``vector`` field."""
+    if pa.types.is_fixed_size_list(field.type):
+        return field.type.list_size, "dense"
+    return field.type.value_type.list_size, "multivector"
 
 
 class WorkDir:
@@ -99,6 +107,8 @@ class WorkDir:
             return {}
         table = pq.read_table(path, columns=["content_hash", "vector"])
         hashes = table.column("content_hash").to_pylist()
+        if _vector_kind(table.schema.field("vector"))[1] == "multivector":
+            return dict(zip(hashes, multivector_rows(table.column("vector"))))
         flat = table.column("vector").combine_chunks()
         dim = flat.type.list_size
         vectors = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
@@ -108,8 +118,7 @@ class WorkDir:
         """The shard's chunks joined with their vectors, streamed (both files share one row order)."""
         chunks = pq.ParquetFile(self.chunk_file(chunkset, shard))
         vectors = pq.ParquetFile(self.vector_file(model, chunkset, shard))
-        dim = vectors.schema_arrow.field("vector").type.list_size
-        schema = embedded_schema(dim)
+        schema = embedded_schema(*_vector_kind(vectors.schema_arrow.field("vector")))
         for cb, vb in zip(
             chunks.iter_batches(batch_size=batch_rows), vectors.iter_batches(batch_size=batch_rows, columns=["id", "vector"])
         ):

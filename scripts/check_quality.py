@@ -66,15 +66,15 @@ def brute_force_ndcg10(folder: Path, model: str) -> float:
 
 
 def indexer_metrics(folder: Path, model: str, work: Path, **build) -> dict:
-    import indexer
+    from indexer import api
     from indexer.search import read_queries
 
     db = str(work / "db")
-    summary = indexer.build(str(folder), db=db, model=model, progress=False, **build)
+    summary = api.build(str(folder), db=db, model=model, progress=False, **build)
     run = work / "run.trec"
-    indexer.search_batch(read_queries(folder / "queries.jsonl"), db=db, table=summary.table, k=100, by_doc=True,
+    api.search_batch(read_queries(folder / "queries.jsonl"), db=db, table=summary.table, k=100, by_doc=True,
                          run_file=run)
-    metrics = indexer.evaluate(folder / "qrels" / "test.tsv", run)
+    metrics = api.evaluate(folder / "qrels" / "test.tsv", run)
     metrics["chunks"] = summary.chunks
     metrics["precision"] = summary.precision
     return metrics

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up .venv-colbert and run, there, the ColBERT plugin's tests and the core tests that must also pass on its
+# older stack (transformers 4, huggingface_hub 0.x, datasets 4). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-colbert.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# The core tests first, in the main suite's order: test_end_to_end calls indexer.search(), which a test that
+# imports the indexer.search module (test_pipeline, the ColBERT tests) replaces with that module.
+.venv-colbert/bin/python -m pytest -q tests/test_end_to_end.py tests/test_local_embedder.py tests/test_pipeline.py \
+    tests/test_plugin_host.py tests/colbert "$@"
