@@ -5,7 +5,7 @@ The Python API lives in :mod:`indexer.api` and is re-exported here lazily, so ``
 
 __version__ = "0.1.0"
 
-_API = {"build", "search", "search_batch", "evaluate", "info", "BuildConfig"}
+_API = {"build", "reembed", "search", "search_batch", "evaluate", "info", "BuildConfig"}
 
 
 def __getattr__(name):

@@ -32,7 +32,7 @@ def reembed(from_table: str, model: str, *, config: str | Path | None = None, **
 def search(query: str, *, db: str = DEFAULT_DB, table: str | None = None, k: int = 10, by_doc: bool = False,
            filter: str | None = None, sink: str = "lancedb") -> list[Hit]:
     """Top ``k`` chunks (or documents, with ``by_doc``) for one query; ``sink`` names the searchable sink."""
-    from indexer.search import open_index
+    from indexer.retrieval import open_index
 
     return open_index(db, table, sink_name=sink).search([query], k, by_doc, filter)[0]
 
@@ -41,7 +41,7 @@ def search_batch(queries: dict[str, str], *, db: str = DEFAULT_DB, table: str | 
                  by_doc: bool = False, run_file: str | Path | None = None, tag: str = "indexer",
                  sink: str = "lancedb") -> dict[str, list[Hit]]:
     """Search many queries (id → text); optionally write a TREC run file."""
-    from indexer.search import open_index, write_trec
+    from indexer.retrieval import open_index, write_trec
 
     index = open_index(db, table, sink_name=sink)
     ids = list(queries)
@@ -53,7 +53,7 @@ def search_batch(queries: dict[str, str], *, db: str = DEFAULT_DB, table: str | 
 
 def evaluate(qrels: str | Path, run_file: str | Path) -> dict[str, float]:
     """nDCG@10, Recall@100 and MRR@10 of a TREC run against BEIR/TREC qrels."""
-    from indexer.evaluate import evaluate_files
+    from indexer.metrics import evaluate_files
 
     return evaluate_files(qrels, run_file)
 

@@ -102,7 +102,7 @@ def search(query, db, table, k, by_doc, as_json, queries, run_file, tag, sink) -
     if queries:
         if not run_file:
             raise click.UsageError("--queries needs --run-file")
-        from indexer.search import read_queries
+        from indexer.retrieval import read_queries
 
         results = api.search_batch(read_queries(queries), db=db, table=table, k=k or 100, by_doc=by_doc,
                                    run_file=run_file, tag=tag, sink=sink)

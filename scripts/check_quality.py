@@ -67,7 +67,7 @@ def brute_force_ndcg10(folder: Path, model: str) -> float:
 
 def indexer_metrics(folder: Path, model: str, work: Path, **build) -> dict:
     from indexer import api
-    from indexer.search import read_queries
+    from indexer.retrieval import read_queries
 
     db = str(work / "db")
     summary = api.build(str(folder), db=db, model=model, progress=False, **build)

@@ -5,7 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-colbert.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-# The core tests first, in the main suite's order: test_end_to_end calls indexer.search(), which a test that
-# imports the indexer.search module (test_pipeline, the ColBERT tests) replaces with that module.
 .venv-colbert/bin/python -m pytest -q tests/test_end_to_end.py tests/test_local_embedder.py tests/test_pipeline.py \
     tests/test_plugin_host.py tests/colbert "$@"

@@ -117,3 +117,10 @@ def test_bad_config_fails_before_work_with_a_fix(tmp_path, model_path, small_cor
 def test_unreadable_source_path(tmp_path, model_path):
     with pytest.raises(ConfigError, match="no_such"):
         _build(tmp_path / "no_such.jsonl", tmp_path, model_path)
+
+
+def test_api_functions_survive_importing_the_modules_behind_them():
+    import indexer.metrics  # noqa: F401
+    import indexer.retrieval  # noqa: F401
+
+    assert callable(indexer.search) and callable(indexer.evaluate) and callable(indexer.build)

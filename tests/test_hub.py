@@ -404,7 +404,7 @@ def _queries(corpus: Path) -> list[str]:
 
 def test_import_then_search_matches_the_original_index(built, tmp_path, capsys):
     from indexer.cli import main
-    from indexer.search import open_index
+    from indexer.retrieval import open_index
 
     db = str(tmp_path / "imported.lancedb")
     main(["import", str(built["published"]), "--db", db, "--model", built["model_path"]])

@@ -162,7 +162,7 @@ def test_reembed_reads_no_source_and_chunks_nothing(tmp_path, host):
 
 
 def test_search_uses_the_tables_embedder(tmp_path, host):
-    from indexer.search import open_index
+    from indexer.retrieval import open_index
 
     cfg = config(tmp_path, corpus(tmp_path, DATA))
     pipeline.build(cfg)

@@ -163,7 +163,7 @@ def finish(folder: Path, stats: Stats, settings: PublishSettings, *,
 def publish_table(db: str, table: str | None, settings: PublishSettings, *,
                   say: Callable[[str], None] = _say) -> tuple[Path, Stats, up.UploadReport | None]:
     """Publish a LanceDB table written by indexer: rows in the table's storage order, vectors as stored."""
-    from indexer.search import resolve_table
+    from indexer.retrieval import resolve_table
     from indexer_lancedb import LanceDBSink
 
     settings.check()

@@ -44,8 +44,7 @@ def write_corpus(path: Path, docs: list[dict]) -> str:
 
 
 def open_index(db: str, sink_name: str):
-    """:func:`indexer.search.open_index`, imported when called: importing the ``indexer.search`` module replaces the
-    lazy ``indexer.search()`` API function on the package, which the core's end-to-end test calls."""
-    from indexer.search import open_index as open_
+    """:func:`indexer.retrieval.open_index` for the sink ``sink_name``."""
+    from indexer.retrieval import open_index as open_
 
     return open_(db, sink_name=sink_name)
