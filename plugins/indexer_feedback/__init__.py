@@ -1,1 +1,28 @@
-"""(being written)"""
+"""The feedback loop: capture (query → relevant passage) pairs, fine-tune the embedding model on them, re-embed the
+stored chunks into a new model-versioned table and promote it only when held-out retrieval got better.
+
+* store ``lancedb``: pairs in the LanceDB table ``_feedback`` of the index's database (:mod:`indexer_feedback.store`);
+* :class:`FeedbackLog`: the Python API an application logs clicks and thumbs with;
+* commands ``feedback add|import|export|stats``, ``finetune``, ``reembed``, ``alias set|list``, ``prune``.
+
+Nothing heavy is imported here: lancedb, torch and sentence-transformers load inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+from indexer.hookspecs import hookimpl
+from indexer_feedback.store import FeedbackLog, LanceDBFeedbackStore
+
+__all__ = ["FeedbackLog", "LanceDBFeedbackStore"]
+
+
+@hookimpl(trylast=True)
+def register_feedback_stores(register):
+    register("lancedb", LanceDBFeedbackStore)
+
+
+@hookimpl
+def register_commands(cli):
+    from indexer_feedback.commands import register
+
+    register(cli)

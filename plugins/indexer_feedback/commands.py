@@ -1,0 +1,246 @@
+"""The feedback loop's commands: ``feedback add|import|export|stats``, ``finetune``, ``reembed``, ``alias set|list``
+and ``prune``. Thin layers over the modules beside this one; heavy imports happen inside the command bodies."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+DB = click.option("--db", envvar="INDEXER_DB", default="index.lancedb", show_default=True, help="LanceDB folder or URI.")
+WORK_DIR = click.option("--work-dir", envvar="INDEXER_WORK_DIR", help="Run state folder (default: <db>/_indexer).")
+STORE = click.option("--store", default="lancedb", show_default=True, help="Feedback store plugin.")
+
+
+def _log(db: str, store: str):
+    from indexer_feedback.store import FeedbackLog
+
+    return FeedbackLog(db, store=store)
+
+
+@click.group()
+def feedback() -> None:
+    """Judgements of the form query → relevant chunk or document, kept for fine-tuning."""
+
+
+@feedback.command("add")
+@click.argument("query")
+@click.argument("positive_id")
+@click.option("--relevance", type=float, default=1.0, show_default=True, help="Graded relevance; 0 = judged not relevant.")
+@click.option("--negative", "negatives", multiple=True, help="Id of a passage that does not answer QUERY (repeat).")
+@click.option("--text", "positive_text", help="The passage's text, when POSITIVE_ID is not in the index.")
+@click.option("--source", default="cli", show_default=True, help="Where the judgement came from (click, thumbs, editor…).")
+@click.option("--query-id", help="An id for the query (default: a hash of its text).")
+@DB
+@STORE
+def feedback_add(query, positive_id, relevance, negatives, positive_text, source, query_id, db, store) -> None:
+    """Record that POSITIVE_ID (a chunk id such as Vaccine#0, or a document id) answers QUERY."""
+    new = _log(db, store).add(query, positive_id, relevance=relevance, negative_ids=negatives,
+                              positive_text=positive_text, source=source, query_id=query_id)
+    click.echo("added" if new else "already stored: judgement updated", err=True)
+
+
+@feedback.command("import")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--qrels", type=click.Path(dir_okay=False), help="BEIR qrels TSV (query-id, corpus-id, score).")
+@click.option("--queries", type=click.Path(dir_okay=False), help="The BEIR queries jsonl the qrels refer to.")
+@click.option("--source", help="Source label for every imported pair (default: the file's name).")
+@DB
+@STORE
+def feedback_import(path, qrels, queries, source, db, store) -> None:
+    """Import pairs from a jsonl file (PATH), or BEIR judgements (--qrels with --queries).
+
+    BEIR scores are kept as graded relevance; score-0 rows are kept as pairs judged not relevant, which
+    fine-tuning uses as that query's explicit negatives."""
+    log = _log(db, store)
+    if qrels or queries:
+        if not (qrels and queries) or path:
+            raise click.UsageError("BEIR import takes --qrels and --queries together, and no PATH")
+        report = log.import_qrels(qrels, queries, source)
+    elif path:
+        report = log.import_jsonl(path, source)
+    else:
+        raise click.UsageError("give a jsonl PATH, or --qrels and --queries")
+    click.echo(report.render(), err=True)
+
+
+@feedback.command("export")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--qrels", type=click.Path(dir_okay=False), help="Write BEIR qrels here instead (with --queries).")
+@click.option("--queries", type=click.Path(dir_okay=False), help="Write the BEIR queries jsonl here.")
+@DB
+@STORE
+def feedback_export(path, qrels, queries, db, store) -> None:
+    """Write every stored pair to PATH as jsonl (the format `feedback import` reads), or as BEIR qrels + queries."""
+    log = _log(db, store)
+    if qrels or queries:
+        if not (qrels and queries):
+            raise click.UsageError("--qrels and --queries go together")
+        n = log.export_qrels(qrels, queries)
+    elif path:
+        n = log.export_jsonl(path)
+    else:
+        raise click.UsageError("give a PATH, or --qrels and --queries")
+    click.echo(f"exported {n:,} pairs", err=True)
+
+
+@feedback.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@DB
+@STORE
+def feedback_stats(as_json, db, store) -> None:
+    """How many pairs, queries and grades the store holds, and where they came from."""
+    from indexer_feedback.store import render_stats
+
+    s = _log(db, store).stats()
+    click.echo(json.dumps(s, indent=1) if as_json else render_stats(s))
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@DB
+@click.option("--table", help="Table or alias whose passages and vectors the pairs refer to (default: current).")
+@click.option("--model", help="Base model (default: the table's model).")
+@click.option("--output", type=click.Path(file_okay=False), help="Folder for the new model (default: <work dir>/models/…).")
+@STORE
+@WORK_DIR
+@click.option("--holdout", type=float, default=0.2, show_default=True, help="Fraction of documents held out.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the held-out split.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--max-steps", type=int, default=-1, help="Stop after this many steps (overrides --epochs).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Pairs per batch (in-batch negatives).")
+@click.option("--learning-rate", type=float, default=5e-5, show_default=True)
+@click.option("--warmup", type=float, default=0.1, show_default=True, help="Warm-up, as a fraction of the steps.")
+@click.option("--loss", type=click.Choice(["mnrl", "cached-mnrl"]), default="mnrl", show_default=True,
+              help="MultipleNegativesRankingLoss, or its cached variant (big batches in bounded memory).")
+@click.option("--mini-batch-size", type=int, default=32, show_default=True, help="cached-mnrl: texts per forward pass.")
+@click.option("--negatives", type=int, default=1, show_default=True, help="Hard negatives per pair (0: in-batch only).")
+@click.option("--mine-k", type=int, default=30, show_default=True, help="Documents searched per query when mining.")
+@click.option("--margin", type=float, default=0.05, show_default=True,
+              help="A mined negative scores below (1 - margin) x the positive (near-ties are likely relevant).")
+@click.option("--max-seq-length", type=int, help="Truncate training texts to this many tokens (default: the model's).")
+@click.option("--eval-max-chunks", type=int, default=5000, show_default=True,
+              help="Largest table evaluated whole; above it, held-out documents plus top candidates.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--remote", type=click.Choice(["modal"]), help="Train on a Modal GPU instead of this machine.")
+@click.option("--gpu", help="Modal GPU type (default: INDEXER_FINETUNE_GPU or L4).")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the fine-tune record as JSON.")
+def finetune(remote, gpu, no_progress, as_json, **settings) -> None:
+    """Fine-tune the embedding model on the stored feedback pairs (hard negatives mined from the index, a held-out
+    split measured before and after); saves the model with its card."""
+    from indexer_feedback.finetune import FinetuneSettings, finetune as run, render
+
+    record = run(FinetuneSettings(progress=not no_progress, **settings), remote=remote, gpu=gpu)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in record.items() if k != "heldout"}, indent=1))
+    else:
+        click.echo(render(record))
+
+
+@click.command()
+@click.option("--model", required=True, envvar="INDEXER_MODEL", help="The new model (id or path), e.g. a fine-tuned one.")
+@click.option("--from-table", default="current", show_default=True, help="Table or alias whose stored chunks to re-embed.")
+@click.option("--table", help="New table name (default: <model>-<fingerprint>).")
+@DB
+@WORK_DIR
+@click.option("--embedder", help="Embedder plugin (default: local).")
+@click.option("--device", help="auto, cpu, cuda, mps.")
+@click.option("--precision", help="auto, exact, fast, fp32, bf16, fp16.")
+@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch.")
+@click.option("--executor", help="Executor plugin (default: local).")
+@click.option("--workers", type=int)
+@click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE.")
+@click.option("--promote-if-better", is_flag=True, help="Point the alias 'current' at the new table only if the held-out metric rose.")
+@click.option("--metric", default="recall@10", show_default=True, type=click.Choice(["recall@10", "ndcg@10", "mrr@10", "recall@100"]))
+@click.option("--min-gain", type=float, default=0.0, show_default=True, help="Promote only when the metric rises by more than this.")
+@click.option("--qrels", type=click.Path(dir_okay=False), help="Held-out qrels (default: the fine-tune record beside --model).")
+@click.option("--queries", type=click.Path(dir_okay=False), help="Queries of --qrels.")
+@click.option("--no-progress", is_flag=True)
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the run summary and evaluation as JSON here.")
+def reembed(model, from_table, table, db, work_dir, options, promote_if_better, metric, min_gain, qrels, queries,
+            no_progress, summary_json, **settings) -> None:
+    """Re-embed the stored chunks of a table with a new model into a new model-versioned table (no source is read,
+    nothing is chunked again), and compare both tables on held-out judgements."""
+    from indexer.cli import _option_pairs
+    from indexer.config import BuildConfig
+    from indexer_feedback import versions
+
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    if options:
+        overrides["options"] = _option_pairs(options)
+    if no_progress:
+        overrides["progress"] = False
+    config = BuildConfig.load(None, model=model, table=table, db=db, work_dir=work_dir, **overrides)
+    if bool(qrels) != bool(queries):
+        raise click.UsageError("--qrels and --queries go together")
+    heldout = versions.heldout_from_files(qrels, queries) if qrels else None
+    outcome = versions.reembed(config, from_table, promote_if_better=promote_if_better, metric=metric,
+                               heldout=heldout, min_gain=min_gain)
+    click.echo(outcome.summary.render(), err=True)
+    click.echo(outcome.render())
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(outcome.to_dict(), f, indent=1)
+
+
+@click.group()
+def alias() -> None:
+    """Names that point at tables; searches without --table use 'current'."""
+
+
+@alias.command("set")
+@click.argument("name")
+@click.argument("table")
+@DB
+@WORK_DIR
+def alias_set(name, table, db, work_dir) -> None:
+    """Point alias NAME at TABLE."""
+    from indexer_feedback.versions import set_alias
+
+    click.echo(f"{name} -> {set_alias(db, name, table, work_dir)}")
+
+
+@alias.command("list")
+@DB
+@WORK_DIR
+@click.option("--json", "as_json", is_flag=True)
+def alias_list(db, work_dir, as_json) -> None:
+    """Every table (model version) with its aliases and last held-out evaluation."""
+    from indexer_feedback.versions import list_versions
+
+    rows = list_versions(db, work_dir)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        names = f"  <- {', '.join(r['aliases'])}" if r["aliases"] else ""
+        click.echo(click.style(r["table"], bold=True) + names)
+        click.echo(f"  model {r['model']}, {r['rows']:,} rows")
+        if r["eval"]:
+            e = r["eval"]
+            click.echo(f"  held-out recall@10 {e['after']['recall@10']:.4f} (vs {e['before']['recall@10']:.4f} for {e['against']})")
+
+
+@click.command()
+@click.argument("tables", nargs=-1)
+@DB
+@WORK_DIR
+@click.option("--dry-run", is_flag=True, help="Only list what would be dropped.")
+def prune(tables, db, work_dir, dry_run) -> None:
+    """Drop old versions: TABLES, or every table no alias points at, with their run state and vectors."""
+    from indexer_feedback.versions import prune as run
+
+    doomed = run(db, list(tables) or None, dry_run=dry_run, work_dir=work_dir)
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(f"{verb} {len(doomed)} table(s)" + (": " + ", ".join(doomed) if doomed else ""))
+
+
+def register(cli: click.Group) -> None:
+    for command, name in ((feedback, "feedback"), (finetune, "finetune"), (reembed, "reembed"), (alias, "alias"),
+                          (prune, "prune")):
+        if name not in cli.commands:  # the core (or another plugin) may bring its own
+            cli.add_command(command, name)
