@@ -45,8 +45,9 @@ def read_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
         raise ConfigError(f"run file {p} does not exist")
     run: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts:
+        # tab-separated when ids hold spaces (indexer writes tabs then), else whitespace as in classic TREC files
+        parts = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+        if not parts or not line.strip():
             continue
         if len(parts) != 6:
             raise ConfigError(f"{p} line {n}: expected 'qid Q0 docid rank score tag'")

@@ -109,8 +109,12 @@ def read_queries(path: str | Path) -> dict[str, str]:
 
 
 def write_trec(results: dict[str, list[Hit]], path: str | Path, tag: str = "indexer", by_doc: bool = False) -> None:
-    """A TREC run file: ``qid Q0 docid rank score tag`` (docid is the document id with ``by_doc``, else the chunk id)."""
+    """A TREC run file, ``qid Q0 docid rank score tag``: docid is the document id with ``by_doc``, else the chunk
+    id; lines are tab-separated where an id holds a space."""
     with open(path, "w", encoding="utf-8") as f:
         for qid, hits in results.items():
             for rank, h in enumerate(hits, 1):
-                f.write(f"{qid} Q0 {h.doc_id if by_doc else h.id} {rank} {h.score:.6f} {tag}\n")
+                fields = [qid, "Q0", h.doc_id if by_doc else h.id, str(rank), f"{h.score:.6f}", tag]
+                # ids with spaces (Wikipedia titles) would break a space-separated line: use tabs for those
+                sep = "\t" if any(" " in f for f in fields) else " "
+                f.write(sep.join(fields) + "\n")

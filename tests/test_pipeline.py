@@ -171,3 +171,15 @@ def test_search_uses_the_tables_embedder(tmp_path, host):
     assert hits[0].doc_id == "a2" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     by_doc = index.search([words(4, "x")], k=3, by_doc=True)[0]
     assert len({h.doc_id for h in by_doc}) == len(by_doc)
+
+
+def test_trec_round_trip_with_spaces_in_ids(tmp_path):
+    from indexer.components import Hit
+    from indexer.metrics import evaluate, read_run
+    from indexer.retrieval import write_trec
+
+    run = tmp_path / "run.trec"
+    write_trec({"q 1": [Hit("Sistine Chapel#0", "Sistine Chapel", 0.9), Hit("Rome#0", "Rome", 0.5)]}, run, by_doc=True)
+    assert read_run(run) == {"q 1": [("Sistine Chapel", 0.9), ("Rome", 0.5)]}
+    m = evaluate({"q 1": {"Rome": 1}}, read_run(run))
+    assert m["mrr@10"] == 0.5 and m["recall@10"] == 1.0
