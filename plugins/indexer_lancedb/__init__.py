@@ -183,26 +183,18 @@ class LanceDBSink(Sink):
         escaped = shard.replace("'", "''")
         tbl = self._table()
         reader = pa.RecordBatchReader.from_batches(schema, rows())
-        if tbl.count_rows(f"shard = '{escaped}'") == 0:
-            # Nothing of this shard yet (a first build): an append streams in bounded memory, while a merge
-            # holds the whole shard for its join. Still one commit: a failing iterator adds nothing.
-            try:
-                tbl.add(reader)
-            except Exception as exc:
-                if failure is not None and failure is not exc:
-                    raise failure from None
-                raise
-            return written
-        # One merge commits the whole shard or nothing: a failing batch iterator leaves the old rows in place.
-        merge = (
-            tbl
-            .merge_insert("id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(f"shard = '{escaped}'")
-        )
         try:
-            merge.execute(reader)
+            if tbl.count_rows(f"shard = '{escaped}'") == 0:
+                # Nothing of this shard yet (a first build): an append streams in bounded memory, while a merge
+                # holds the whole shard for its join. Still one commit: a failing iterator adds nothing.
+                tbl.add(reader)
+            else:
+                # One merge commits the whole shard or nothing: a failing iterator leaves the old rows in place.
+                (tbl.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(f"shard = '{escaped}'")
+                    .execute(reader))
         except Exception as exc:
             # lancedb wraps an error raised while reading the batches in a RuntimeError; the caller should see
             # the embedder's (or our) own exception.
