@@ -114,3 +114,26 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+
+def option_bool(owner: str, name: str, value: Any) -> bool:
+    """A plugin option that must be true or false; strings such as "yes"/"0" come from the API or ``--option``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{owner} option {name} must be true or false (got {value!r})")
+
+
+def option_int(owner: str, name: str, value: Any, *, minimum: int) -> int:
+    """A plugin option that must be a whole number >= ``minimum`` ("100_000" and "100,000" are accepted)."""
+    try:
+        number = int(str(value).replace("_", "").replace(",", ""))
+    except ValueError:
+        raise ConfigError(f"{owner} option {name} must be a whole number (got {value!r})") from None
+    if number < minimum:
+        raise ConfigError(f"{owner} option {name} must be at least {minimum} (got {number})")
+    return number

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from indexer.config import option_bool
 from indexer.errors import ConfigError
 
 from . import upload as up
@@ -58,7 +59,7 @@ class PublishSettings:
         values = dict(options)
         for name in ("private", "dry_run"):
             if name in values:
-                values[name] = _bool(name, values[name])
+                values[name] = option_bool("hub", name, values[name])
         for name, kind in (("max_shard_mb", float), ("commit_mb", float), ("commit_files", int)):
             if name in values:
                 try:
@@ -100,17 +101,6 @@ class PublishSettings:
     @property
     def commit_bytes(self) -> int:
         return max(1, int(self.commit_mb * 1e6))
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"hub option {name} must be true or false (got {value!r})")
 
 
 def write_folder(batches: Iterable[Any], folder: Path, *, meta: dict[str, Any], table: str,

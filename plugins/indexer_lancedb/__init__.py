@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import Any, ClassVar
 
+from indexer.config import option_bool, option_int
 from indexer.components import Hit, Sink
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
@@ -64,11 +65,11 @@ class LanceDBSink(Sink):
         **options: Any,
     ):
         super().__init__(db=db, table=table, **options)
-        self.ann_min_rows = _int_option("ann_min_rows", ann_min_rows, minimum=1)
+        self.ann_min_rows = option_int("lancedb", "ann_min_rows", ann_min_rows, minimum=1)
         self.index_type = str(index_type).upper()
-        self.fts = _bool_option("fts", fts)
+        self.fts = option_bool("lancedb", "fts", fts)
         self.metric = str(metric).lower()
-        self.refine_factor = _int_option("refine_factor", refine_factor, minimum=1)
+        self.refine_factor = option_int("lancedb", "refine_factor", refine_factor, minimum=1)
         self._conn: Any = None
         self._tbl: Any = None
         self._writing = False  # open() was called: close() then maintains indexes
@@ -480,27 +481,6 @@ def _hit(result: dict[str, list], i: int, score: float) -> Hit:
         chunk_index=result["chunk_index"][i],
         metadata=json.loads(metadata) if metadata else {},
     )
-
-
-def _int_option(name: str, value: Any, *, minimum: int) -> int:
-    try:
-        number = int(str(value).replace("_", "").replace(",", ""))
-    except ValueError:
-        raise ConfigError(f"lancedb option {name} must be a whole number (got {value!r})") from None
-    if number < minimum:
-        raise ConfigError(f"lancedb option {name} must be at least {minimum} (got {number})")
-    return number
-
-
-def _bool_option(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"lancedb option {name} must be true or false (got {value!r})")
 
 
 @hookimpl(trylast=True)

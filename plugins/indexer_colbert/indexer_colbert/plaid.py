@@ -36,6 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
+from indexer.config import option_bool
 from indexer.components import Embedder, Hit, Sink
 from indexer.errors import ConfigError
 from indexer.types import ModelInfo
@@ -62,9 +63,9 @@ class PLAIDSink(Sink):
     def __init__(self, *, db: str, table: str, reuse_vectors: bool = True, use_faiss: bool = False,
                  check_memory: bool = True, **options: Any):
         super().__init__(db=db, table=table, **options)
-        self.reuse_vectors = _bool(reuse_vectors, "reuse_vectors")
-        self.use_faiss = _bool(use_faiss, "use_faiss")
-        self.check_memory = _bool(check_memory, "check_memory")
+        self.reuse_vectors = option_bool("colbert", "reuse_vectors", reuse_vectors)
+        self.use_faiss = option_bool("colbert", "use_faiss", use_faiss)
+        self.check_memory = option_bool("colbert", "check_memory", check_memory)
         self._meta: dict[str, Any] | None = None
         self._rag: Any = None
         self._writing = False
@@ -365,17 +366,6 @@ def _say(message: str) -> None:
     import click
 
     click.echo(message, err=True)
-
-
-def _bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"option {name} must be true or false, got {value!r}")
 
 
 def _read_json(path: Path) -> Any:
