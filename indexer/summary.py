@@ -11,10 +11,9 @@ from indexer.types import BadRecord
 
 
 @dataclass
-class ShardResult:
-    """What one shard job produced (returned by a worker to the process that writes the sinks)."""
+class Counts:
+    """What shard jobs produced; a run's summary adds up its shards'."""
 
-    shard: str
     documents: int = 0
     chunks: int = 0
     tokens: int = 0
@@ -23,13 +22,23 @@ class ShardResult:
     reused_chunks: int = 0
     source_reads: int = 0  # shards read from the source (re-embeds read none)
     chunked_documents: int = 0  # documents cut into chunks (re-embeds cut none)
+
+
+COUNTS = [f.name for f in fields(Counts)]
+
+
+@dataclass
+class ShardResult(Counts):
+    """What one shard job produced (returned by a worker to the process that writes the sinks)."""
+
+    shard: str = ""
     bad: list[BadRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     precision: str = ""
 
 
 @dataclass
-class RunSummary:
+class RunSummary(Counts):
     kind: str = "build"
     table: str = ""
     model: str = ""
@@ -37,14 +46,6 @@ class RunSummary:
     shards: int = 0
     shards_skipped: int = 0  # already done with the same input, settings and model
     shards_removed: int = 0  # gone from the source since the last run; their rows were removed
-    documents: int = 0
-    chunks: int = 0
-    tokens: int = 0
-    embedded_chunks: int = 0
-    embedded_tokens: int = 0
-    reused_chunks: int = 0
-    source_reads: int = 0
-    chunked_documents: int = 0
     rows_written: int = 0
     bad: list[BadRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -53,8 +54,7 @@ class RunSummary:
     error: str | None = None
 
     def add(self, r: ShardResult) -> None:
-        for name in ("documents", "chunks", "tokens", "embedded_chunks", "embedded_tokens", "reused_chunks",
-                     "source_reads", "chunked_documents"):
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(r, name))
         self.bad.extend(r.bad)
         for stage, s in r.seconds.items():
