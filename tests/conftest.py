@@ -27,3 +27,23 @@ def model_path() -> str:
 import sys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def kill_during(cmd: list[str], env: dict, wall: float, fractions) -> int:
+    """Start ``cmd`` once per fraction and SIGKILL it ``wall * fraction`` seconds in if it is still running.
+
+    Returns how many runs were killed, so a test can fail when the command finished too early to prove anything.
+    """
+    import signal
+    import subprocess
+    import time
+
+    kills = 0
+    for fraction in fractions:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(wall * fraction)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    return kills

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import DEMO_CORPUS, SHARED
+from conftest import DEMO_CORPUS, SHARED, kill_during
 
 import indexer
 from indexer import api
@@ -338,14 +337,7 @@ def test_sigkill_during_reembed_then_rerun_matches_a_clean_run(base):
     assert clean.returncode == 0, clean.stderr
 
     db = _copy(base, "killed.lancedb")
-    kills = 0
-    for fraction in (0.5, 0.7, 0.9):
-        proc = subprocess.Popen(cmd(db), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(wall * fraction)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=60)
+    kills = kill_during(cmd(db), env, wall, (0.5, 0.7, 0.9))
     assert kills >= 2, "the re-embed finished before it could be killed: the test proves nothing"
     final = subprocess.run(cmd(db) + ["--summary-json", str(db / "s.json")], env=env, capture_output=True, text=True,
                            timeout=600)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import DEMO_CORPUS
+from conftest import DEMO_CORPUS, kill_during
 
 
 def _corpus(tmp_path, shards=8, per_shard=30):
@@ -45,14 +44,7 @@ def test_sigkill_at_any_point_then_resume_matches_a_clean_run(tmp_path, model_pa
     ids, texts, vectors = _rows(tmp_path / "clean.lancedb")
 
     db = tmp_path / "killed.lancedb"
-    kills = 0
-    for fraction in (0.35, 0.5, 0.65, 0.8, 0.9, 0.95):
-        proc = subprocess.Popen(_cmd(corpus, db), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(wall * fraction)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=60)
+    kills = kill_during(_cmd(corpus, db), env, wall, (0.35, 0.5, 0.65, 0.8, 0.9, 0.95))
     assert kills >= 3, "the build finished before it could be killed: the test proves nothing"
     final = subprocess.run(_cmd(corpus, db), env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
