@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.components import Chunker, Embedder, Executor, FieldMapping, Sink, Source
+from indexer.components import Chunker, Embedder, FieldMapping, Sink, Source
 from indexer.config import DEFAULT_MODEL, BuildConfig
 from indexer.errors import ConfigError, IndexerError
 from indexer.plugins import Host, get_host
@@ -232,7 +232,7 @@ def prepare_shard(job: ShardJob) -> ShardResult:
             if plan.model.kind == "multivector":
                 column = multivector_array(vectors, plan.model.dimension)
             else:
-                flat = pa.array(_flatten(vectors, plan.model.dimension), type=pa.float32())
+                flat = pa.array(_flatten(vectors), type=pa.float32())
                 column = pa.FixedSizeListArray.from_arrays(flat, plan.model.dimension)
             vector_writer.write_batch(pa.RecordBatch.from_arrays(
                 [pa.array([c.id for c in chunks]), pa.array([c.content_hash for c in chunks]), column], schema=vschema))
@@ -249,7 +249,7 @@ def prepare_shard(job: ShardJob) -> ShardResult:
     return result
 
 
-def _flatten(vectors: list[Any], dim: int) -> Any:
+def _flatten(vectors: list[Any]) -> Any:
     import numpy as np
 
     return np.asarray(vectors, dtype=np.float32).reshape(-1) if vectors else np.zeros(0, dtype=np.float32)

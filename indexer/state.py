@@ -29,7 +29,6 @@ import pyarrow.parquet as pq
 
 from indexer.rows import CHUNK_SCHEMA, embedded_schema, multivector_rows
 
-VECTOR_FILE_FIELDS = ("id", "content_hash", "vector")
 
 
 def short_hash(*parts: Any) -> str:
