@@ -181,7 +181,9 @@ def plugins(as_json) -> None:
         click.echo(click.style(p["name"], bold=True) + f"  ({p['module']}" + (f", {p['distribution']}" if p["distribution"] else "") + ")")
         click.echo(f"  hooks: {', '.join(p['hooks']) or '-'}")
         for kind, names in p["components"].items():
-            click.echo(f"  {kind}: {', '.join(names)}")
+            for name in names:
+                about = p["about"].get(f"{kind}:{name}")
+                click.echo(f"  {kind} {name}" + (f": {about}" if about else ""))
 
 
 def main(argv: list[str] | None = None) -> None:

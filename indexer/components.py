@@ -44,8 +44,6 @@ class Source(ABC):
     """Reads a corpus as shards of records. Subclasses implement :meth:`shards` and :meth:`records`;
     the base maps fields, validates and reports bad records."""
 
-    #: Short description shown by ``indexer plugins``.
-    description: ClassVar[str] = ""
 
     def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
         self.uri = uri
@@ -330,8 +328,10 @@ class Sink(ABC):
     produced are removed), atomically where the store allows, so a rerun never duplicates.
     """
 
-    #: Whether :meth:`search` is implemented.
+    #: Whether :meth:`search` is implemented (``indexer search`` refuses other sinks up front).
     searchable: ClassVar[bool] = False
+    #: One line for ``indexer plugins`` (components without it show their docstring's first line).
+    description: ClassVar[str] = ""
 
     def __init__(self, *, db: str, table: str, **options: Any):
         self.db = db

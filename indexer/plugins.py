@@ -121,9 +121,19 @@ class Host:
                     "distribution": _DISTS.get(name),
                     "hooks": hooks,
                     "components": {k: v for k, v in components.items() if v},
+                    "about": {
+                        f"{kind}:{r.name}": _about(r.cls)
+                        for kind, reg in self.registries.items() for r in reg.entries.values() if r.plugin == name
+                    },
                 }
             )
         return out
+
+
+def _about(cls: type) -> str:
+    """A component's one-line description: its ``description`` attribute, else its docstring's first line."""
+    text = getattr(cls, "description", "") or (cls.__doc__ or "").strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _split_env(name: str) -> set[str] | None:

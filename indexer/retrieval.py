@@ -56,6 +56,9 @@ def open_index(db: str = DEFAULT_DB, table: str | None = None, *, sink_name: str
     host = host or get_host()
     if not Path(db).exists() and "://" not in db:
         raise ConfigError(f"database {db} does not exist; build an index first or pass --db")
+    if not host.component("sink", sink_name).searchable:
+        raise ConfigError(f"sink {sink_name!r} stores rows but cannot search them; search the table in a searchable "
+                          "sink, e.g. --sink lancedb")
     name = resolve_table(db, table, sink_name, host, work_dir)
     sink = host.component("sink", sink_name)(db=db, table=name)
     meta = next((t["meta"] for t in sink.tables() if t["table"] == name), None)

@@ -131,6 +131,12 @@ class MemorySink(Sink):
         return out
 
 
+class WriteOnlySink(MemorySink):
+    """Stores rows like MemorySink but, like a published dataset, cannot be searched."""
+
+    searchable = False
+
+
 class ListFeedbackStore(FeedbackStore):
     """Keeps pairs in a list, dropping exact duplicates."""
 
@@ -171,6 +177,7 @@ class FakePlugin:
     @hookimpl
     def register_sinks(register):
         register("memory", MemorySink)
+        register("write-only", WriteOnlySink)
 
     @staticmethod
     @hookimpl

@@ -121,7 +121,7 @@ def test_bad_records_are_reported_and_good_ones_kept(tmp_path, host):
     [
         ({"embedder": "nope"}, "unknown embedder 'nope'; known embedders: hash"),
         ({"chunker": "nope"}, "unknown chunker 'nope'; known chunkers: words"),
-        ({"sinks": ["nope"]}, "unknown sink 'nope'; known sinks: memory"),
+        ({"sinks": ["nope"]}, "unknown sink 'nope'; known sinks: memory, write-only"),
         ({"executor": "nope"}, "unknown executor 'nope'; known executors: local"),
         ({"model": "missing-model"}, "model missing-model not found"),
         ({"source": "/no/such/file.fake.json"}, "does not exist"),
@@ -183,3 +183,12 @@ def test_trec_round_trip_with_spaces_in_ids(tmp_path):
     assert read_run(run) == {"q 1": [("Sistine Chapel", 0.9), ("Rome", 0.5)]}
     m = evaluate({"q 1": {"Rome": 1}}, read_run(run))
     assert m["mrr@10"] == 0.5 and m["recall@10"] == 1.0
+
+
+def test_search_refuses_a_sink_that_cannot_search(tmp_path, host):
+    from indexer.retrieval import open_index
+
+    cfg = config(tmp_path, corpus(tmp_path, DATA), sinks=["write-only"])
+    pipeline.build(cfg)
+    with pytest.raises(ConfigError, match="sink 'write-only' stores rows but cannot search them"):
+        open_index(cfg.db, "t", sink_name="write-only")

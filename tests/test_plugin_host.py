@@ -87,6 +87,8 @@ def test_builtins_come_through_the_entry_point_group(monkeypatch):
     described = {p["name"]: p for p in host.describe()}
     assert BUILTINS <= set(described)
     assert all(described[name]["distribution"].startswith("indexer ") for name in BUILTINS)
+    assert described["lancedb"]["about"]["sink:lancedb"].startswith("LanceDB table")
+    assert described["chunker"]["about"]["chunker:token"]  # falls back on the docstring
     assert "local" in host.registry("embedder") and "lancedb" in host.registry("sink")
     assert "token" in host.registry("chunker") and "jsonl" in host.registry("source")
 
