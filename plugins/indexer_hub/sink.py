@@ -2,8 +2,8 @@
 
 Each shard's rows are staged as one parquet file under ``<work dir>/hub/<table>/shards/`` (a rerun overwrites
 it); ``close()`` packs the staged shards, in shard order, into the dataset folder's bounded ``data/`` files,
-writes the card and uploads. A shard that finished in an earlier run without this sink is staged from the work
-directory at close, so adding the sink to an index that is already built publishes all of it.
+writes the card and uploads. Adding the sink to an index that is already built publishes all of it: completion
+records name their sinks, so the core hands every shard to a sink that has not had it (vectors are reused).
 """
 
 from __future__ import annotations
@@ -78,9 +78,6 @@ class HubSink(Sink):
             return
         meta, self._meta = self._meta, None
         shards = self._work.done_shards(self.table)
-        for shard in shards:
-            if not self._staged(shard).exists():
-                self.write_shard(shard, self._work.embedded_batches(self._model.slug(), meta["chunkset"], shard))
         current = {self._staged(s) for s in shards}
         for stale in self._staging.glob("*.parquet") if self._staging.is_dir() else []:
             if stale not in current:
