@@ -6,6 +6,7 @@ peak RSS of that subprocess is read from the kernel (ru_maxrss of the child).
 
     python scripts/bench_memory.py                    # 10,000 vs 100,000 chunks
     python scripts/bench_memory.py --small 2000 --large 20000 --max-tokens 32
+    python scripts/bench_memory.py --build-args "--option lancedb.ann_min_rows=1000000000"   # no ANN index build
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,7 @@ def build_peak_rss(corpus: Path, work: Path, args) -> tuple[float, dict, float]:
            "--max-tokens", str(args.max_tokens), "--overlap", "0", "--summary-json", str(summary)]
     if args.model:
         cmd += ["--model", args.model]
+    cmd += shlex.split(args.build_args)
     t = time.time()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -57,6 +60,7 @@ def main() -> int:
     ap.add_argument("--large", type=int, default=100_000, help="chunks in the large run")
     ap.add_argument("--max-tokens", type=int, default=32, help="short chunks keep the large run's embedding time low")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--build-args", default="", help="extra `indexer build` arguments for both runs")
     ap.add_argument("--only", type=int, help=argparse.SUPPRESS)  # internal: measure one size in this process
     args = ap.parse_args()
 
@@ -64,8 +68,8 @@ def main() -> int:
         # ru_maxrss of children is a maximum over all of them: measure each size from its own parent process.
         results = {}
         for n in (args.small, args.large):
-            out = subprocess.run([sys.executable, __file__, "--only", str(n), "--max-tokens", str(args.max_tokens)]
-                                 + (["--model", args.model] if args.model else []),
+            out = subprocess.run([sys.executable, __file__, "--only", str(n), "--max-tokens", str(args.max_tokens),
+                                  "--build-args", args.build_args] + (["--model", args.model] if args.model else []),
                                  check=True, capture_output=True, text=True)
             results[n] = json.loads(out.stdout.strip().splitlines()[-1])
             r = results[n]
