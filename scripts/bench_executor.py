@@ -5,9 +5,16 @@
 The demo corpus (data/demo/wiki-demo.jsonl, repeated --repeat times) is split into --shards files. Each job
 reads one shard through the jsonl source and cuts it with the token chunker, exactly as a build does, and returns
 counts; nothing is embedded or written, so the figure is the part of a build that the processes executor exists to
-spread over cores. Both executors first run every job once untimed (the pipeline's per-process components are
-built and, for the pool, the workers started); then timed rounds alternate between the two so that load from other
-programs hits both alike, and the medians are compared. The one-time worker start is printed separately.
+spread over cores. Three runs are compared:
+
+- ``single``: one process on one core (the fast tokenizer's own thread pool switched off with
+  TOKENIZERS_PARALLELISM=false), i.e. a plain single-process chunker;
+- ``local``: the local executor as it ships, one process whose tokenizer batch-encodes on every core;
+- ``processes``: the processes executor, --workers processes, each pinned to its share of the cores.
+
+Every run first does every job once untimed (the pipeline's per-process components are built and, for the pool,
+the workers started); then timed rounds alternate between the three so that load from other programs hits them
+alike, and the medians are compared. The one-time worker start is printed separately.
 """
 
 from __future__ import annotations
@@ -114,21 +121,29 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(usable_cores())} usable cores, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
             print(f"processes, first run (starts {args.workers} workers and loads their components): {cold:.2f} s",
                   file=sys.stderr)
-            times: dict[str, list[float]] = {"local": [], "processes": []}
-            busy: dict[str, list[float]] = {"local": [], "processes": []}  # cores the jobs kept busy
+            runs = ("single", "local", "processes")
+            times: dict[str, list[float]] = {n: [] for n in runs}
+            busy: dict[str, list[float]] = {n: [] for n in runs}  # cores the jobs kept busy
             for r in range(args.rounds):
-                for name, executor in (("local", single), ("processes", pool)):
-                    wall, cores, got = timed(executor, jobs)
+                for name in runs:
+                    # The Rust tokenizer reads TOKENIZERS_PARALLELISM at each batch call, in this process only
+                    # (the pool's workers hold their own environment).
+                    os.environ["TOKENIZERS_PARALLELISM"] = "false" if name == "single" else "true"
+                    wall, cores, got = timed(pool if name == "processes" else single, jobs)
                     assert got == counts, f"{name} chunked differently: {got} != {counts}"
                     times[name].append(wall)
                     busy[name].append(cores)
                 print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.3f} s ({busy[n][-1]:.2f} cores busy)"
                                                       for n in times), file=sys.stderr)
-    local, procs = statistics.median(times["local"]), statistics.median(times["processes"])
-    print(f"chunking wall time, median of {args.rounds}: local {local:.3f} s ({counts[2] / local:,.0f} tokens/s, "
-          f"{statistics.median(busy['local']):.2f} cores busy), processes x{args.workers} {procs:.3f} s "
-          f"({counts[2] / procs:,.0f} tokens/s, {statistics.median(busy['processes']):.2f} cores busy); "
-          f"ratio {procs / local:.2f}x (load average now {os.getloadavg()[0]:.1f})")
+    med = {n: statistics.median(times[n]) for n in times}
+    labels = {"single": "one process, one core", "local": "local executor (tokenizer on all cores)",
+              "processes": f"processes executor x{args.workers}"}
+    print(f"chunking wall time, median of {args.rounds} (load average now {os.getloadavg()[0]:.1f}):")
+    for n, label in labels.items():
+        print(f"  {label}: {med[n]:.3f} s, {counts[2] / med[n]:,.0f} tokens/s, "
+              f"{statistics.median(busy[n]):.2f} cores busy")
+    print(f"ratio processes / one process on one core: {med['processes'] / med['single']:.2f}x; "
+          f"processes / local executor: {med['processes'] / med['local']:.2f}x")
     return 0
 
 
