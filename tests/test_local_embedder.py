@@ -86,6 +86,40 @@ def test_cpu_fast_path_is_in_place(model_path, precision):
     layer = net.encoder.layer[0]
     # A silent fallback to the stock layers would still pass the accuracy tests, only 1.2-1.5x slower.
     assert {type(m).__name__ for m in (layer.intermediate, layer.output, layer.attention.self.query)} == {"PackedLinear"}
+    if net._supports_attention_backend:  # transformers 5; BERT in transformers 4 has its own attention modules
+        want = "indexer_blocked_cpu" if precision == "bf16" else "sdpa"
+        assert net.config._attn_implementation == want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mask_kind", ["padding", "general", "additive", "none"])
+def test_blocked_attention_matches_sdpa(dtype, mask_kind):
+    from indexer_local import _blocked_attention
+
+    g = torch.Generator().manual_seed(3)
+    batch, heads, length, size = 7, 4, 33, 16  # several blocks, odd sizes
+    q, k, v = (torch.randn(batch, heads, length, size, generator=g).to(dtype) for _ in range(3))
+    lengths = torch.tensor([33, 30, 1, 17, 33, 5, 20])
+    mask = {
+        "padding": (torch.arange(length)[None, :] < lengths[:, None])[:, None, None, :].expand(batch, 1, length, length),
+        "general": torch.rand(batch, 1, length, length, generator=g) > 0.3,
+        "none": None,
+    }.get(mask_kind)
+    if mask_kind == "general":
+        mask[..., 0] = True  # every query sees at least one key
+    if mask_kind == "additive":
+        mask = torch.randn(batch, 1, length, length, generator=g).to(dtype)
+    import indexer_local
+
+    block, indexer_local._ATTENTION_BLOCK = indexer_local._ATTENTION_BLOCK, heads * length * length * 3
+    try:
+        got, weights = _blocked_attention(None, q, k, v, mask, scaling=0.3)
+    finally:
+        indexer_local._ATTENTION_BLOCK = block
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3).transpose(1, 2)
+    assert weights is None and got.shape == (batch, length, heads, size)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
 
 
 def test_token_ids_and_text_give_the_same_vectors(exact):
