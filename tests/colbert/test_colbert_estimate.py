@@ -18,9 +18,10 @@ from indexer_colbert.estimate import GiB, estimate
 
 def test_estimate_follows_plaid_compression():
     small = estimate(1_000, 100_000, 128)
-    assert small.tokens == 103_000 and small.nbits == 4  # RAGatouille keeps 4 bits below 10,000 passages
+    assert small.tokens == 103_000 and small.nbits == 8  # below 10,000 passages (RAGatouille: 4)
     assert small.multivector_bytes == 103_000 * 128 * 4
-    assert small.plaid_bytes < small.multivector_bytes / 4
+    assert small.plaid_bytes < small.multivector_bytes / 3
+    assert estimate(1_000, 100_000, 128, nbits=4).plaid_bytes < small.plaid_bytes * 0.6
     big = estimate(10_000_000, 1_500_000_000, 128)
     assert big.nbits == 2 and big.plaid_bytes < big.multivector_bytes / 6
     assert big.partitions == 2 ** 19

@@ -107,3 +107,18 @@ def test_a_corpus_that_will_not_fit_is_refused_before_indexing(colbert_model, tm
     with pytest.raises(ConfigError, match="will not fit: building needs about .* of memory; this machine has 64.0 MiB"):
         api.build(source, db=str(db), late_interaction="colbert", model=colbert_model, progress=False)
     assert not list(db.glob("_plaid/*/colbert"))  # nothing was indexed
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("nbits", "3", "colbert option nbits must be auto or one of 1, 2, 4, 8"),
+    ("ndocs", "0", "colbert option ndocs must be at least 1"),
+])
+def test_bad_plaid_options_are_refused_before_any_work(colbert_model, tmp_path, option, value, message):
+    from indexer.errors import ConfigError
+
+    source = write_corpus(tmp_path / "corpus.jsonl", DOCS[:4])
+    db = tmp_path / "db.lancedb"
+    with pytest.raises(ConfigError, match=message):
+        api.build(source, db=str(db), late_interaction="colbert", model=colbert_model, progress=False,
+                  options={"colbert": {option: value}})
+    assert not (db / "_indexer" / "vectors").exists()  # nothing was embedded

@@ -6,7 +6,7 @@ settings RAGatouille picks:
 * every token of a chunk is one ``dim``-vector (plus ColBERT's [CLS], [D] and [SEP]; punctuation is masked out,
   so token counts are an upper bound);
 * PLAID keeps, per token, a 4-byte centroid code and a residual of ``dim * nbits / 8`` bytes, with
-  ``nbits = 4`` below 10,000 passages and 2 above (RAGatouille's rule), plus an inverted file of at most one
+  ``nbits`` the sink's setting (by default 8 below 10,000 passages, else RAGatouille's 2), plus an inverted file of at most one
   4-byte pid per token and ``2**floor(log2(16 * sqrt(tokens)))`` centroids;
 * building samples ``16 * sqrt(120 * passages)`` passages for k-means, holds one encoding chunk (up to 25,000
   passages) uncompressed, and sorts every token's code when it writes the inverted file; vectors handed over from
@@ -82,9 +82,38 @@ class IndexEstimate:
             )
 
 
+NBITS = (1, 2, 4, 8)
+
+
+def parse_nbits(value: Any) -> int | None:
+    """The colbert sink's ``nbits`` option: None for ``auto``, else one of :data:`NBITS`."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        bits = int(str(value).strip())
+    except ValueError:
+        bits = 0
+    if bits not in NBITS:
+        raise ConfigError(f"colbert option nbits must be auto or one of {', '.join(map(str, NBITS))} (got {value!r})")
+    return bits
+
+
+def residual_bits(passages: int, nbits: int | None = None) -> int:
+    """Bits per residual dimension of a PLAID index of ``passages`` chunks: ``nbits``, or by default 8 below
+    10,000 chunks and 2 from there.
+
+    RAGatouille picks 4 below 10,000 and 2 above. Below 10,000 chunks an index is small either way (8 bits: 132
+    bytes per token at 128 dims, against 68), and 4-bit residuals cost rankings: on the 2,538-chunk demo corpus
+    PLAID's top 10 shared 8.45 chunks with an exact MaxSim at 4 bits and 9.3 at 8 bits
+    (``scripts/check_colbert_agreement.py``)."""
+    if nbits is not None:
+        return nbits
+    return 8 if passages < 10_000 else 2
+
+
 def estimate(passages: int, tokens: int, dim: int, *, added_passages: int | None = None,
              added_tokens: int | None = None, model_bytes: int = COLBERTV2_BYTES,
-             use_faiss: bool = False) -> IndexEstimate:
+             use_faiss: bool = False, nbits: int | None = None) -> IndexEstimate:
     """The estimate for an index of ``passages`` chunks holding ``tokens`` content tokens in all.
 
     ``added_*``: the part of it whose vectors come from the embedder in this build (all of it by default): they
@@ -93,7 +122,7 @@ def estimate(passages: int, tokens: int, dim: int, *, added_passages: int | None
     passages = max(0, int(passages))
     total = int(tokens) + DOC_SPECIAL_TOKENS * passages
     added = total if added_tokens is None else int(added_tokens) + DOC_SPECIAL_TOKENS * int(added_passages or 0)
-    nbits = 4 if passages < 10_000 else 2
+    nbits = residual_bits(passages, nbits)
     partitions = 2 ** int(math.floor(math.log2(16 * math.sqrt(total)))) if total else 0
     avg = total / passages if passages else 0
     per_token_code = 4 + dim * nbits // 8
@@ -140,9 +169,11 @@ def estimate_source(config: Any) -> IndexEstimate:
     from indexer.pipeline import plan_build
     from indexer.types import BadRecord
 
+    from indexer_colbert.plaid import PLAIDSink
+
     plan = plan_build(config)
-    options = {k: str(v).lower() not in ("0", "false", "no") for k, v in config.component_options("colbert").items()}
-    reuse, use_faiss = options.get("reuse_vectors", True), options.get("use_faiss", False)
+    sink = PLAIDSink(db=config.db, table="estimate", **config.component_options("colbert"))
+    reuse, use_faiss = sink.reuse_vectors, sink.use_faiss
     passages = tokens = 0
     for shard in plan.source.shards():
         docs = (d for d in plan.source.read(shard) if not isinstance(d, BadRecord))
@@ -151,4 +182,5 @@ def estimate_source(config: Any) -> IndexEstimate:
             tokens += chunk.token_count
     weights = sum(f.stat().st_size for f in plan.embedder.path.iterdir() if f.suffix in (".safetensors", ".bin"))
     return estimate(passages, tokens, plan.model.dimension, added_passages=passages if reuse else 0,
-                    added_tokens=tokens if reuse else 0, model_bytes=weights or COLBERTV2_BYTES, use_faiss=use_faiss)
+                    added_tokens=tokens if reuse else 0, model_bytes=weights or COLBERTV2_BYTES, use_faiss=use_faiss,
+                    nbits=sink.nbits)
