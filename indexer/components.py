@@ -393,11 +393,57 @@ class Executor(ABC):
         self.options = options
 
     def check(self) -> None:
-        """Raise :class:`indexer.errors.ConfigError` when this executor cannot run here."""
+        """Raise :class:`indexer.errors.ConfigError` when this executor cannot run here. Subclasses extend it."""
+        from indexer.errors import ConfigError
+
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise ConfigError(f"--workers must be at least 1 (got {self.workers!r})")
 
     @abstractmethod
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> Iterator[Any]:
         """Run ``fn`` on every job; yield results as they complete."""
+
+    def close(self) -> None:
+        """Release what the executor holds (worker processes, connections); the pipeline calls it after a run."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on."""
+    import os
+
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity API
+        return list(range(os.cpu_count() or 1))
+
+
+def shard_failure(job: Any, exc: BaseException, finished: int, total: int, where: str) -> BaseException:
+    """The error an executor raises when a job failed elsewhere: which shard, why, and what is safe (chained to
+    the cause, whose remote traceback concurrent.futures and Modal attach)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from indexer.errors import IndexerError
+
+    shard = getattr(getattr(job, "shard", None), "key", None) or repr(job)[:80]
+    if isinstance(exc, BrokenProcessPool):
+        why = "the worker process died (killed by the OS, out of memory?)"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    message = (f"shard {shard} failed in {where}: {why}. {finished} of {total} shard(s) finished in this run and are "
+               "recorded; run the same command again to redo only the rest")
+    cls = type(exc) if isinstance(exc, IndexerError) else RuntimeError
+    try:
+        error = cls(message)
+    except TypeError:  # an IndexerError subclass with its own constructor
+        error = IndexerError(message)
+    error.__cause__ = exc
+    return error
 
 
 # --------------------------------------------------------------------------------------------------------------

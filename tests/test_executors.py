@@ -113,6 +113,7 @@ def test_after_a_failure_no_new_jobs_start_and_running_ones_are_kept(tmp_path):
     assert 0 in results and 1 not in results
     assert set(results) == ran - {1}, "every job that ran and succeeded was yielded"
     assert len(ran) < len(jobs), "jobs were still started after the failure"
+    assert ran == {0, 1}, "with one worker, one job at a time: nothing after the failing job 1 may start"
     assert f"{len(results)} of 8 shard(s) finished" in str(failure.value)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from indexer.components import Embedder
+from indexer.components import Embedder, usable_cores
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
 from indexer.types import Chunk, ModelInfo
@@ -298,7 +298,7 @@ class LocalEmbedder(Embedder):
 
             device, precision = self._choose()
             if device == "cpu":
-                torch.set_num_threads(self.threads or _usable_cores())
+                torch.set_num_threads(self.threads or len(usable_cores()))
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
             from transformers.utils import logging as hf_logging
 
@@ -647,13 +647,6 @@ def _hash_files(files: list[Path], root: Path | None = None) -> str:
                 while block := fh.read(8 << 20):
                     h.update(block)
     return h.hexdigest()
-
-
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def _pick_device(device: str) -> str:

@@ -5,13 +5,12 @@ core."""
 from __future__ import annotations
 
 import os
-import sys
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from indexer.components import Executor
-from indexer.errors import ConfigError, IndexerError
+from indexer.components import Executor, shard_failure, usable_cores
+from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
 
 
@@ -31,8 +30,10 @@ class ProcessExecutor(Executor):
     first shard stay loaded for the next (the pipeline caches them per process). The pool lives as long as the
     executor, so repeated ``map`` calls reuse warm workers.
 
-    When a job fails, no further jobs are started, the jobs already running are finished and their results
-    yielded, and then the failure is raised: everything that finished stays done, and a rerun redoes the rest.
+    At most one job per worker is handed to the pool at a time, topped up as results come in, so waiting costs
+    the same for 10 shards as for 50,000. When a job fails, no further jobs are started, the jobs already running
+    are finished and their results yielded, and then the failure is raised: everything that finished stays done,
+    and a rerun redoes the rest.
 
     :param workers: worker processes (default: the cores this process may use).
     """
@@ -47,8 +48,7 @@ class ProcessExecutor(Executor):
         if self.options:
             raise ConfigError(f"the processes executor takes no options (got {', '.join(sorted(self.options))}); "
                               "set the number of processes with --workers")
-        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise ConfigError(f"--workers must be at least 1 (got {self.workers!r})")
+        super().check()
 
     @property
     def processes(self) -> int:
@@ -62,26 +62,30 @@ class ProcessExecutor(Executor):
         if not jobs:
             return
         pool = self._start()
-        futures = {pool.submit(fn, job): job for job in jobs}
-        pending = set(futures)
+        waiting = iter(jobs)
+        running: dict[Any, Any] = {}  # future -> job
         failed: tuple[Any, BaseException] | None = None
         finished = 0
+
+        def top_up() -> None:
+            while failed is None and len(running) < self.processes and (job := next(waiting, None)) is not None:
+                running[pool.submit(fn, job)] = job
+
         try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            top_up()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    if future.cancelled():
-                        continue
+                    job = running.pop(future)
                     exc = future.exception()
                     if exc is None:
                         finished += 1
                         yield future.result()
                     elif failed is None:
-                        failed = (futures[future], exc)
-                        for other in pending:
-                            other.cancel()  # only jobs no worker has taken yet
+                        failed = (job, exc)
+                top_up()
         finally:
-            if pending or isinstance(failed and failed[1], BrokenProcessPool):
+            if running or isinstance(failed and failed[1], BrokenProcessPool):
                 # abandoned (the caller stopped reading) or broken: start afresh next time
                 self.close()
         if failed is not None:
@@ -107,20 +111,6 @@ class ProcessExecutor(Executor):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "ProcessExecutor":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def usable_cores() -> list[int]:
-    """The cores this process may run on."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows: no affinity API
-        return list(range(os.cpu_count() or 1))
-
 
 def _init_worker(counter: Any, workers: int) -> None:
     """Give this worker its share of the cores before any numeric library starts its thread pool."""
@@ -137,29 +127,6 @@ def _init_worker(counter: Any, workers: int) -> None:
     threads = str(max(1, share))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
         os.environ[var] = threads
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(max(1, share))
-
-
-def shard_failure(job: Any, exc: BaseException, finished: int, total: int, where: str) -> BaseException:
-    """The error to raise when a job failed elsewhere: which shard, why, and what is safe (chained to the cause,
-    whose remote traceback concurrent.futures and Modal attach)."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    shard = getattr(getattr(job, "shard", None), "key", None) or repr(job)[:80]
-    if isinstance(exc, BrokenProcessPool):
-        why = "the worker process died (killed by the OS, out of memory?)"
-    else:
-        why = f"{type(exc).__name__}: {exc}"
-    message = (f"shard {shard} failed in {where}: {why}. {finished} of {total} shard(s) finished in this run and are "
-               "recorded; run the same command again to redo only the rest")
-    cls = type(exc) if isinstance(exc, IndexerError) else RuntimeError
-    try:
-        error = cls(message)
-    except TypeError:  # an IndexerError subclass with its own constructor
-        error = IndexerError(message)
-    error.__cause__ = exc
-    return error
 
 
 @hookimpl(trylast=True)

@@ -211,8 +211,7 @@ def count_tokens(config: Any, sample_shards: int) -> tuple[int, str]:
     """Chunk tokens of ``config.source`` with the configured chunker: every shard, or (when the source has more
     than ``sample_shards``) that many evenly spaced shards, extrapolated by shard count. Returns the count and a
     phrase saying how it was obtained."""
-    from indexer.pipeline import plan_build
-    from indexer.types import BadRecord
+    from indexer.pipeline import count_chunks, plan_build
 
     plan = plan_build(config)
     shards = plan.source.shards()
@@ -222,17 +221,7 @@ def count_tokens(config: Any, sample_shards: int) -> tuple[int, str]:
     if sample_shards and len(shards) > sample_shards:
         step = len(shards) / sample_shards
         chosen = [shards[int(i * step)] for i in range(sample_shards)]
-    tokens = 0
-    for shard in chosen:
-        docs = []
-        for item in plan.source.read(shard):
-            if isinstance(item, BadRecord):
-                continue
-            docs.append(item)
-            if len(docs) >= config.block_docs:
-                tokens += sum(c.token_count for c in plan.chunker.chunk_many(docs))
-                docs = []
-        tokens += sum(c.token_count for c in plan.chunker.chunk_many(docs))
+    tokens = count_chunks(plan, chosen)[2]
     if chosen is shards:
         return tokens, f"counted: every shard chunked with the {config.chunker} chunker"
     total = round(tokens * len(shards) / len(chosen))

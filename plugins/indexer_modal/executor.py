@@ -46,8 +46,7 @@ class ModalExecutor(Executor):
         if self.options:
             raise ConfigError(f"the modal executor takes no --option settings (got {', '.join(sorted(self.options))}); "
                               "it is configured by INDEXER_MODAL_* variables, see docs/modal.md")
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"--workers must be at least 1 (got {self.workers})")
+        super().check()
         settings = ModalSettings.from_env()
         if settings.run == "modal":
             try:
@@ -57,7 +56,7 @@ class ModalExecutor(Executor):
 
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> Iterator[Any]:
         from indexer.pipeline import ShardJob, plan_for_job
-        from indexer_local_executor import shard_failure
+        from indexer.components import shard_failure
 
         jobs = list(jobs)
         if not jobs:

@@ -70,16 +70,10 @@ def run_shard(fn: Callable[[Any], Any], job: Any, links_file: str | None, expect
 def describe_source(config: Any) -> list[tuple[str, str]]:
     """Shard keys and fingerprints of ``config``'s source as a container sees it. For a Hub dataset this also
     downloads its files into the Volume's cache once, before the chunking containers each need them."""
-    from indexer.pipeline import detect_source
+    from indexer.pipeline import make_source
     from indexer.plugins import get_host
-    from indexer.components import FieldMapping
 
-    host = get_host()
-    name = config.source_type or detect_source(config.source, host)
-    mapping = FieldMapping(id_field=config.id_field, text_field=config.text_field, title_field=config.title_field,
-                           metadata_fields=list(config.metadata_fields), max_doc_chars=config.max_doc_chars)
-    source = host.component("source", name)(config.source, mapping=mapping, **config.component_options("source"))
-    source.check()
+    source = make_source(config, get_host())
     return [(s.key, s.fingerprint) for s in source.shards()]
 
 

@@ -166,20 +166,14 @@ def _size(n: float) -> str:
 
 def estimate_source(config: Any) -> IndexEstimate:
     """Read and chunk ``config.source`` as a build would (tokenising only, no encoding) and estimate its index."""
-    from indexer.pipeline import plan_build
-    from indexer.types import BadRecord
+    from indexer.pipeline import count_chunks, plan_build
 
     from indexer_colbert.plaid import PLAIDSink
 
     plan = plan_build(config)
     sink = PLAIDSink(db=config.db, table="estimate", **config.component_options("colbert"))
     reuse, use_faiss = sink.reuse_vectors, sink.use_faiss
-    passages = tokens = 0
-    for shard in plan.source.shards():
-        docs = (d for d in plan.source.read(shard) if not isinstance(d, BadRecord))
-        for chunk in plan.chunker.chunk_many(docs):
-            passages += 1
-            tokens += chunk.token_count
+    _, passages, tokens = count_chunks(plan, plan.source.shards())
     weights = sum(f.stat().st_size for f in plan.embedder.path.iterdir() if f.suffix in (".safetensors", ".bin"))
     return estimate(passages, tokens, plan.model.dimension, added_passages=passages if reuse else 0,
                     added_tokens=tokens if reuse else 0, model_bytes=weights or COLBERTV2_BYTES, use_faiss=use_faiss,
