@@ -1,6 +1,8 @@
 """Embedding speed: indexer's local embedder against sentence-transformers, in one process, on real text.
 
     python scripts/bench_embed.py [--chunks 2000] [--rounds 3] [--device auto] [--model MODEL] [--modes auto,exact]
+    python scripts/bench_embed.py --profile       # then: where each indexer variant spends its time (torch ops)
+    python scripts/bench_embed.py --attention     # only: torch SDPA against the CPU blocked attention, per length
 
 Text: the demo corpus (data/demo/wiki-demo.jsonl) cut by the built-in token chunker; without that chunker, the
 extracts of shared/data/wiki-sample cut into token windows of 20-254 tokens. Every variant embeds the same chunks
@@ -121,7 +123,14 @@ def main() -> None:
     ap.add_argument("--modes", default="auto,fast,exact", help="precision modes of the local embedder, comma-separated")
     ap.add_argument("--batch-tokens", type=int, default=16384)
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--profile", action="store_true", help="after the rounds, profile one run of each indexer variant")
+    ap.add_argument("--attention", action="store_true",
+                    help="only compare torch SDPA with the local embedder's blocked CPU attention, at the model's head "
+                         "shape, per sequence length and precision")
     args = ap.parse_args()
+    if args.attention:
+        bench_attention(args.model, args.rounds, args.batch_tokens)
+        return
 
     import numpy as np
     import torch
@@ -209,10 +218,66 @@ def main() -> None:
                      "min_cos": cos, "seconds": times[name]})
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {rate / bound:.0%} | "
               f"{'—' if name == 'sentence-transformers' else f'{cos:.6f}'} |")
+    if args.profile:
+        for name in names[1:]:
+            profile(name, variants[name])
     if args.json:
         Path(args.json).write_text(json.dumps({"tokens": tokens, "chunks": len(chunks), "source": source,
                                                "peak_gflops": peak, "flops_per_token": per_token, "rows": rows},
                                               indent=1))
+
+
+def profile(name: str, run, top: int = 8) -> None:
+    """Self time of the torch ops one run of ``run`` spends most in."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    t = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    wall = time.perf_counter() - t
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    print(f"\nprofile of {name}: {wall:.1f} s wall under the profiler, {total:.1f} s in torch ops")
+    for e in ops[:top]:
+        print(f"  {e.key:<55} {e.self_cpu_time_total / 1e6:6.2f} s  {e.count:>6} calls")
+
+
+def bench_attention(model: str, rounds: int, batch_tokens: int) -> None:
+    """Median time of torch's SDPA and of ``indexer_local._blocked_attention`` on batches of ``batch_tokens``
+    tokens at several sequence lengths, with a padding mask (lengths 85-100% of the longest) and the query/key/
+    value layout transformers hands an attention function (a transposed view)."""
+    import torch
+
+    from indexer_local import _blocked_attention
+
+    config = json.loads((LocalEmbedder(model)._resolve() / "config.json").read_text())
+    heads = config["num_attention_heads"]
+    size = config["hidden_size"] // heads
+    g = torch.Generator().manual_seed(0)
+    print(f"attention, {heads} heads x {size} dims, {batch_tokens:,}-token batches, {torch.get_num_threads()} "
+          f"threads, median of {max(rounds, 5)}:")
+    print("| precision | length | torch SDPA | blocked | SDPA / blocked |\n|---|---|---|---|---|")
+    for dtype in (torch.bfloat16, torch.float32):
+        for length in (64, 128, 192, 256):
+            batch = batch_tokens // length
+            q, k, v = (torch.randn(batch, length, heads, size, generator=g).to(dtype).transpose(1, 2)
+                       for _ in range(3))
+            lengths = torch.randint(int(length * 0.85), length + 1, (batch,), generator=g)
+            mask = (torch.arange(length)[None, :] < lengths[:, None])[:, None, None, :].expand(batch, 1, length, length)
+            fns = {"sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                   "blocked": lambda: _blocked_attention(None, q, k, v, mask)}
+            times: dict[str, list[float]] = {n: [] for n in fns}
+            with torch.inference_mode():
+                for fn in fns.values():
+                    fn()
+                for _ in range(max(rounds, 5)):
+                    for n, fn in fns.items():
+                        t = time.perf_counter()
+                        fn()
+                        times[n].append(time.perf_counter() - t)
+            sdpa, blocked = statistics.median(times["sdpa"]), statistics.median(times["blocked"])
+            print(f"| {str(dtype).removeprefix('torch.')} | {length} | {sdpa * 1e3:.0f} ms | {blocked * 1e3:.0f} ms | "
+                  f"{sdpa / blocked:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ peak RSS of that subprocess is read from the kernel (ru_maxrss of the child).
     python scripts/bench_memory.py                    # 10,000 vs 100,000 chunks
     python scripts/bench_memory.py --small 2000 --large 20000 --max-tokens 32
     python scripts/bench_memory.py --build-args "--option lancedb.ann_min_rows=1000000000"   # no ANN index build
+    python scripts/bench_memory.py --sink-rows 14234,106755,400000   # the LanceDB sink alone, on random vectors
+
+Besides the kernel's peak, the child's RSS is sampled every 0.25 s, so a build that ends with an ANN index build
+(the sink prints how long it took) reports its peak before and during that step separately. ``--sink-rows``
+streams N synthetic rows (384-dim random unit vectors) through the LanceDB sink's own ``write_shard`` and
+``close`` (which builds the ANN index from ``ann_min_rows`` rows) and reports the memory each adds.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import resource
 import shlex
 import subprocess
 import sys
+import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,21 +45,116 @@ def write_corpus(path: Path, chunks_wanted: int, chunks_per_copy: int) -> None:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def build_peak_rss(corpus: Path, work: Path, args) -> tuple[float, dict, float]:
-    """Runs one build in a child process; returns (peak RSS MiB, summary, seconds)."""
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of a process now (Linux), in MiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+    except (FileNotFoundError, StopIteration):
+        return 0.0
+
+
+class Sampler:
+    """Samples a process's RSS every ``interval`` seconds in a thread: ``(seconds since start, MiB)``."""
+
+    def __init__(self, pid: int | str = "self", interval: float = 0.25):
+        self.pid, self.interval, self.samples = pid, interval, []
+        self.start = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter() - self.start, rss_mib(self.pid)))
+            self._stop.wait(self.interval)
+
+    def mark(self) -> float:
+        """A sample now; returns its time (the boundary between two phases)."""
+        now = time.perf_counter() - self.start
+        self.samples.append((now, rss_mib(self.pid)))
+        return now
+
+    def peak(self, since: float = 0.0, until: float = float("inf")) -> float:
+        return max((r for t, r in self.samples if since <= t <= until), default=0.0)
+
+    def stop(self) -> "Sampler":
+        self._stop.set()
+        self._thread.join()
+        return self
+
+
+INDEX_LINE = re.compile(r"built \S+ index on .* in ([0-9.]+) s")
+
+
+def build_peak_rss(corpus: Path, work: Path, args) -> dict:
+    """Runs one build in a child process; returns its peak RSS (kernel), its sampled peak before and during the
+    ANN index build (if any), its summary and seconds."""
     summary = work / "summary.json"
     cmd = [sys.executable, "-m", "indexer.cli", "build", str(corpus), "--db", str(work / "db"), "--no-progress",
            "--max-tokens", str(args.max_tokens), "--overlap", "0", "--summary-json", str(summary)]
     if args.model:
         cmd += ["--model", args.model]
     cmd += shlex.split(args.build_args)
-    t = time.time()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    sampler = Sampler(child.pid)
+    index_end = index_seconds = None
+    for line in child.stderr:  # the sink says when it built an index, and how long that took
+        if m := INDEX_LINE.search(line):
+            index_end, index_seconds = time.perf_counter() - sampler.start, float(m.group(1))
+    if child.wait():
+        raise subprocess.CalledProcessError(child.returncode, cmd)
+    seconds = time.perf_counter() - sampler.start
+    sampler.stop()
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if peak <= before:
         raise RuntimeError("ru_maxrss of children did not rise: run each size in a fresh process (--only)")
-    return peak / 1024, json.loads(summary.read_text()), time.time() - t
+    out = {"rss_mib": peak / 1024, "summary": json.loads(summary.read_text()), "seconds": seconds}
+    if index_end is not None:
+        out["before_index_mib"] = sampler.peak(until=index_end - index_seconds)
+        out["index_mib"] = sampler.peak(since=index_end - index_seconds)
+        out["index_seconds"] = index_seconds
+    return out
+
+
+def sink_memory(rows: int) -> dict:
+    """Streams ``rows`` synthetic rows through the LanceDB sink (one shard) and closes it; RSS before, and peaks
+    while writing and while closing (the ANN index build, from ann_min_rows rows)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from indexer.rows import chunks_to_batch
+    from indexer.types import Chunk, ModelInfo
+    from indexer_lancedb import LanceDBSink
+
+    dim, block = 384, 4096
+    rng = np.random.default_rng(0)
+
+    def batches():
+        for start in range(0, rows, block):
+            n = min(block, rows - start)
+            chunks = [Chunk(f"d{i}#0", f"d{i}", 0, "x" * 150, 32, 0, 150, f"{i:016x}") for i in range(start, start + n)]
+            v = rng.standard_normal((n, dim), dtype=np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            batch = chunks_to_batch(chunks, "s")
+            yield batch.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim))
+
+    model = ModelInfo("random", "local", "0" * 16, dim, "mean", True, 256)
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = LanceDBSink(db=tmp, table="t")
+        sink.open(model, {})
+        base = rss_mib()
+        sampler = Sampler()
+        sink.write_shard("s", batches())
+        written = sampler.mark()
+        sink.close()
+        closed = sampler.mark()
+        sampler.stop()
+    return {"rows": rows, "base_mib": base, "write_mib": sampler.peak(until=written),
+            "close_mib": sampler.peak(since=written), "close_seconds": closed - written,
+            "index": rows >= sink.ann_min_rows}
 
 
 def main() -> int:
@@ -61,8 +164,24 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32, help="short chunks keep the large run's embedding time low")
     ap.add_argument("--model", default=None)
     ap.add_argument("--build-args", default="", help="extra `indexer build` arguments for both runs")
+    ap.add_argument("--sink-rows", help="comma-separated row counts: measure the LanceDB sink alone at each")
     ap.add_argument("--only", type=int, help=argparse.SUPPRESS)  # internal: measure one size in this process
+    ap.add_argument("--only-sink", type=int, help=argparse.SUPPRESS)  # internal: the sink alone, in this process
     args = ap.parse_args()
+
+    if args.only_sink is not None:
+        print(json.dumps(sink_memory(args.only_sink)))
+        return 0
+    if args.sink_rows:
+        print("LanceDB sink alone, one shard of N rows (384-dim vectors), RSS added over the process before writing:")
+        for n in (int(x) for x in args.sink_rows.split(",")):
+            out = subprocess.run([sys.executable, __file__, "--only-sink", str(n)], check=True, capture_output=True,
+                                 text=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            close = (f"close (ANN index build) +{r['close_mib'] - r['base_mib']:.0f} MiB in {r['close_seconds']:.0f} s"
+                     if r["index"] else "close: no ANN index (below ann_min_rows)")
+            print(f"{r['rows']:>9,} rows: write_shard +{r['write_mib'] - r['base_mib']:.0f} MiB, {close}")
+        return 0
 
     if args.only is None:
         # ru_maxrss of children is a maximum over all of them: measure each size from its own parent process.
@@ -73,7 +192,10 @@ def main() -> int:
                                  check=True, capture_output=True, text=True)
             results[n] = json.loads(out.stdout.strip().splitlines()[-1])
             r = results[n]
-            print(f"{r['chunks']:>9,} chunks  {r['tokens']:>11,} tokens  peak RSS {r['rss_mib']:8.1f} MiB  ({r['seconds']:.0f}s)")
+            index = (f"; sampled {r['before_index_mib']:,.0f} MiB before the ANN index build, {r['index_mib']:,.0f} "
+                     f"MiB during its {r['index_seconds']:.0f} s" if "index_mib" in r else "; no ANN index built")
+            print(f"{r['chunks']:>9,} chunks  {r['tokens']:>11,} tokens  peak RSS {r['rss_mib']:8.1f} MiB  "
+                  f"({r['seconds']:.0f}s{index})")
         a, b = results[args.small], results[args.large]
         growth = b["rss_mib"] / a["rss_mib"] - 1
         print(f"peak RSS, {b['chunks']:,} vs {a['chunks']:,} chunks: {growth:+.1%} (target: within 20%)")
@@ -81,21 +203,22 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        probe = tmp / "probe"
-        probe.mkdir()
-        # one copy of the demo corpus tells how many chunks a copy makes under these settings
+        # one copy of the demo corpus tells how many chunks a copy makes under these settings (chunked, not embedded)
         one = tmp / "one.jsonl"
         write_corpus(one, 1, 1)
-        from indexer import api
+        from indexer.config import BuildConfig
+        from indexer.pipeline import count_chunks, plan_build
 
-        s = api.build(str(one), db=str(probe / "db"), max_tokens=args.max_tokens, overlap=0, progress=False,
-                      **({"model": args.model} if args.model else {}))
+        plan = plan_build(BuildConfig(source=str(one), db=str(tmp / "probe"), max_tokens=args.max_tokens, overlap=0,
+                                      sinks=[], progress=False, **({"model": args.model} if args.model else {})))
+        per_copy = count_chunks(plan, plan.source.shards())[1]
         corpus = tmp / "corpus.jsonl"
-        write_corpus(corpus, args.only, s.chunks)
+        write_corpus(corpus, args.only, per_copy)
         work = tmp / "run"
         work.mkdir()
-        rss, summary, seconds = build_peak_rss(corpus, work, args)
-        print(json.dumps({"chunks": summary["chunks"], "tokens": summary["tokens"], "rss_mib": rss, "seconds": seconds}))
+        r = build_peak_rss(corpus, work, args)
+        summary = r.pop("summary")
+        print(json.dumps({"chunks": summary["chunks"], "tokens": summary["tokens"], **r}))
     return 0
 
 
