@@ -477,3 +477,6 @@ class FeedbackStore(ABC):
     @abstractmethod
     def pairs(self) -> Iterator[FeedbackPair]:
         """Every stored pair."""
+
+    def compact(self) -> None:
+        """Fold many small writes into fewer files, for stores that can; by default nothing to do."""

@@ -96,9 +96,7 @@ class ModelInfo:
     kind: str = "dense"  # "dense" or "multivector"
 
     def slug(self) -> str:
-        base = self.name.rstrip("/").split("/")[-1].lower()
-        base = "".join(c if c.isalnum() or c in "-_." else "-" for c in base)[:40]
-        return f"{base}-{self.fingerprint[:8]}"
+        return f"{name_slug(self.name)}-{self.fingerprint[:8]}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -106,3 +104,9 @@ class ModelInfo:
     @classmethod
     def from_json(cls, text: str) -> "ModelInfo":
         return cls(**json.loads(text))
+
+
+def name_slug(name: str) -> str:
+    """The last part of a model id or path, lower-cased, as a file-name-safe word of at most 40 characters."""
+    base = name.rstrip("/").split("/")[-1].lower()
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in base)[:40]

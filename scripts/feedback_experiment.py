@@ -174,13 +174,14 @@ def main() -> int:
     print(f"Known-item retrieval, held-out {args.holdout:.0%} of {len(articles):,} articles "
           f"({runs[0]['before']['queries']} queries), all-MiniLM-L6-v2 fine-tuned on the other "
           f"{runs[0]['data']['train_relevant_pairs']:,} (description -> article) pairs")
-    print(f"| run | Recall@10 before | Recall@10 after | gain | nDCG@10 before | nDCG@10 after | MRR@10 after | alias current |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | Recall@10 before | Recall@10 after | gain | nDCG@10 before | nDCG@10 after | MRR@10 before | "
+          "MRR@10 after | alias current |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in runs + ([dict(shuffled, seed="shuffled")] if shuffled else []):
         name = f"seed {r['seed']}" if r["seed"] != "shuffled" else "shuffled pairs"
         print(f"| {name} | {r['before']['recall@10']:.4f} | {r['after']['recall@10']:.4f} | "
               f"{r['after']['recall@10'] - r['before']['recall@10']:+.4f} | {r['before']['ndcg@10']:.4f} | "
-              f"{r['after']['ndcg@10']:.4f} | {r['after']['mrr@10']:.4f} | "
+              f"{r['after']['ndcg@10']:.4f} | {r['before']['mrr@10']:.4f} | {r['after']['mrr@10']:.4f} | "
               f"{'moved to the new table' if r['promoted'] else 'stayed'} |")
     print()
     print(f"mean gain {statistics.mean(gains):+.4f} (min {min(gains):+.4f}); run-to-run spread of Recall@10 after "

@@ -216,6 +216,31 @@ def test_prepare_holds_out_documents_and_mines_negatives_from_the_index(base):
     assert 0.5 < ev["before"]["recall@10"] <= 1.0 and ev["before"]["queries"] == len(held)
 
 
+def test_a_judged_chunk_is_trained_on_itself_not_its_documents_best_chunk(tmp_path):
+    from indexer_feedback import FeedbackLog
+    from indexer_feedback.finetune import FinetuneSettings, prepare
+
+    import lancedb
+
+    docs = [json.loads(line) for line in DEMO_CORPUS.read_text().splitlines()[:12]]
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    db = tmp_path / "db.lancedb"
+    summary = api.build(str(source), db=str(db), title_field="title", max_tokens=64, progress=False)
+    rows = lancedb.connect(str(db)).open_table(summary.table).to_arrow().to_pylist()
+    last = {}
+    for r in rows:  # each multi-chunk document's last chunk: not the one that starts with the title
+        if r["chunk_index"] > last.get(r["doc_id"], {"chunk_index": 0})["chunk_index"]:
+            last[r["doc_id"]] = r
+    assert len(last) >= 3
+    log = FeedbackLog(str(db))
+    for doc_id, r in last.items():  # the title as the query favours the document's first chunk
+        log.add(doc_id, r["id"])
+    payload = prepare(FinetuneSettings(db=str(db), holdout=0.0, negatives=1, progress=False))
+    positives = {r["anchor"]: r["positive"] for r in payload["train"]}
+    assert positives == {doc_id: r["text"] for doc_id, r in last.items()}
+
+
 def test_finetune_needs_pairs(tmp_path, base):
     db = _copy(base, "empty.lancedb")
     shutil.rmtree(db / "_feedback.lance")

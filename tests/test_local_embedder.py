@@ -251,6 +251,8 @@ def test_fingerprint_is_stable_and_follows_the_weights(tmp_path, model_path):
     assert LocalEmbedder(str(folder)).info.fingerprint == first
     (folder / "README.md").write_text("notes do not change vectors")
     assert LocalEmbedder(str(folder)).info.fingerprint == first
+    (folder / "indexer_finetune.json").write_text('{"time": 1}')  # indexer's own record beside a model
+    assert LocalEmbedder(str(folder)).info.fingerprint == first
     _tiny_model(folder, model_path, seed=1)
     assert LocalEmbedder(str(folder)).info.fingerprint != first
     assert len(first) == 64

@@ -143,7 +143,8 @@ def finetune(remote, gpu, no_progress, as_json, **settings) -> None:
 
 @click.command()
 @click.option("--model", required=True, envvar="INDEXER_MODEL", help="The new model (id or path), e.g. a fine-tuned one.")
-@click.option("--from-table", default="current", show_default=True, help="Table or alias whose stored chunks to re-embed.")
+@click.option("--from-table", help="Table or alias whose stored chunks to re-embed (default: the alias current, else "
+              "the only table).")
 @click.option("--table", help="New table name (default: <model>-<fingerprint>).")
 @DB
 @WORK_DIR

@@ -28,18 +28,18 @@ import os
 import random
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from indexer.config import DEFAULT_DB
 from indexer.errors import ConfigError
+from indexer.metrics import evaluate
 from indexer_feedback.judgements import (
     Judgement,
     is_heldout,
     lancedb_table,
-    metrics,
     qrels_of,
     rank_by_doc,
     read_chunks,
@@ -116,13 +116,12 @@ def base_model_path(name: str) -> Path:
 
 def prepare(s: FinetuneSettings) -> dict[str, Any]:
     """Training triples, the held-out set and the current table's metrics on it, as one JSON-able payload."""
-    from indexer.plugins import get_host
     from indexer.retrieval import aggregate_by_doc, open_index
+    from indexer_feedback.store import FeedbackLog
 
     s.check()
     index = open_index(s.db, s.table, work_dir=s.work_dir)
-    store = get_host().component("feedback_store", s.store)(db=s.db)
-    pairs = list(store.pairs())
+    pairs = FeedbackLog(s.db, store=s.store).pairs()
     if not pairs:
         raise ConfigError(f"no feedback pairs in {s.db}: add some with `indexer feedback add` or `indexer feedback import`")
     tbl = lancedb_table(s.db, index.table)
@@ -157,26 +156,24 @@ def prepare(s: FinetuneSettings) -> dict[str, Any]:
     rng = random.Random(s.seed)
     train_rows, mined, explicit_used = [], 0, 0
     for j in positives:
-        pos_text, pos_score = _passage(j, rows, qvec[j.query])
-        found = next((h for h in hits[j.query] if h.doc_id == j.doc_id), None)
-        if found is not None:
-            pos_text, pos_score = found.text, found.score
+        pos_text, pos_score = _passage(j, rows, qvec[j.query])  # a judged chunk itself; a document's best chunk
         negatives: list[str] = []
         for n in explicit.get(j.qid, []):
             if n in rows and rows[n][0]["doc_id"] not in held_docs and len(negatives) < s.negatives:
                 negatives.append(_passage_of(rows[n], qvec[j.query])[0])
                 explicit_used += 1
         pool = [h for h in hits[j.query] if h.doc_id not in judged[j.qid] and h.doc_id not in held_docs]
-        safe = [h for h in pool if h.score <= pos_score * (1 - s.margin)]
-        for h in safe + [h for h in pool if h not in safe]:
+        cutoff = pos_score * (1 - s.margin)
+        for h in sorted(pool, key=lambda h: h.score > cutoff):  # safely below the positive first; stable order
             if len(negatives) >= s.negatives:
                 break
             negatives.append(h.text)
             mined += 1
-        others = [o for o in positives if o.doc_id not in judged[j.qid]]
-        while len(negatives) < s.negatives and others:  # a table of few documents: another training passage
-            other = rng.choice(others)
-            negatives.append(_passage(other, rows, qvec[other.query])[0])
+        if len(negatives) < s.negatives:  # a table of few documents: other training passages
+            others = [o for o in positives if o.doc_id not in judged[j.qid]]
+            while len(negatives) < s.negatives and others:
+                other = rng.choice(others)
+                negatives.append(_passage(other, rows, qvec[other.query])[0])
         train_rows.append({"anchor": j.query, "positive": pos_text, "negatives": negatives})
     # every row needs as many negative columns as the others
     per_row = min(len(r["negatives"]) for r in train_rows)
@@ -201,7 +198,7 @@ def prepare(s: FinetuneSettings) -> dict[str, Any]:
             "train_relevant_pairs": len(positives),
             "heldout_pairs": len(heldout),
             "heldout_documents": len(held_docs),
-            "sources": _count(p.source for p in pairs),
+            "sources": dict(Counter(p.source for p in pairs)),
             "mined_negatives": mined,
             "explicit_negatives": explicit_used,
         },
@@ -210,22 +207,16 @@ def prepare(s: FinetuneSettings) -> dict[str, Any]:
     }
 
 
-def _count(items) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for i in items:
-        out[i] += 1
-    return dict(out)
-
-
 def _passage_of(chunks: list[dict[str, Any]], qv: Any) -> tuple[str, float]:
     """The chunk of a document that best answers the query (by the current vectors), with its score."""
     import numpy as np
 
     q = np.asarray(qv, dtype=np.float32)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
-    best = max(chunks, key=lambda r: float(np.dot(q, np.asarray(r["vector"], dtype=np.float32))))
-    v = np.asarray(best["vector"], dtype=np.float32)
-    return best["text"], float(np.dot(q, v) / max(float(np.linalg.norm(v)), 1e-12))
+    vectors = np.asarray([r["vector"] for r in chunks], dtype=np.float32)
+    cosines = vectors @ q / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)  # as the search ranks them
+    best = int(np.argmax(cosines))
+    return chunks[best]["text"], float(cosines[best])
 
 
 def _passage(j: Judgement, rows: dict[str, list[dict[str, Any]]], qv: Any) -> tuple[str, float]:
@@ -258,14 +249,14 @@ def _evaluation_set(s: FinetuneSettings, index: Any, tbl: Any, heldout: list[Jud
         # rank by rank across queries, so that a cap keeps every query's best candidates
         candidates = list(dict.fromkeys(h.id for rank in range(EVAL_CANDIDATES) for hits in results
                                         if rank < len(hits) for h in [hits[rank]] if h.id not in chosen))[:room]
-        for r in read_chunks(tbl, candidates, ["id", "doc_id", "chunk_index", "text", "vector"]).values():
+        for r in read_chunks(tbl, candidates).values():
             chosen.setdefault(r[0]["id"], r[0])
         corpus = list(chosen.values())
         scope = f"held-out documents + the current table's top candidates for their queries (cap {s.eval_max_chunks:,})"
     vectors = np.asarray([r["vector"] for r in corpus], dtype=np.float32)
     doc_ids = [r["doc_id"] for r in corpus]
     ranked = rank_by_doc(qvecs, vectors, doc_ids)
-    before = metrics(qrels, dict(zip(qids, ranked)))
+    before = evaluate(qrels, dict(zip(qids, ranked)))
     return {
         "scope": scope,
         "queries": queries,
@@ -278,14 +269,6 @@ def _evaluation_set(s: FinetuneSettings, index: Any, tbl: Any, heldout: list[Jud
 # --------------------------------------------------------------------------------------------------------------
 # 2. train (runs here or in a Modal container)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def train(payload: dict[str, Any], base_path: str | Path, output: str | Path) -> dict[str, Any]:
@@ -305,7 +288,6 @@ def train(payload: dict[str, Any], base_path: str | Path, output: str | Path) ->
     from sentence_transformers.sentence_transformer import losses
 
     s = FinetuneSettings(**payload["settings"])
-    device = _device(s.device)
     base = payload["base_model"]
     card = SentenceTransformerModelCardData(
         model_name=f"{Path(str(base)).name} fine-tuned on indexer feedback pairs",
@@ -316,7 +298,9 @@ def train(payload: dict[str, Any], base_path: str | Path, output: str | Path) ->
     if _looks_like_hub_id(base):
         # offline, the card cannot verify the id on the Hub and would leave the base model out
         card.base_model = base
-    model = SentenceTransformer(str(base_path), device=device, model_card_data=card)
+    # "auto": sentence-transformers picks CUDA, then MPS, then the CPU
+    model = SentenceTransformer(str(base_path), device=None if s.device == "auto" else s.device, model_card_data=card)
+    device = str(model.device)
     if s.max_seq_length:
         model.max_seq_length = s.max_seq_length
     columns: dict[str, list[str]] = {"anchor": [r["anchor"] for r in payload["train"]],
@@ -381,7 +365,7 @@ def _evaluate_model(model: Any, evaluation: dict[str, Any]) -> dict[str, float]:
     cv = model.encode_document([r["text"] for r in corpus], batch_size=64, convert_to_numpy=True,
                                normalize_embeddings=True)
     ranked = rank_by_doc(qv, cv, [r["doc_id"] for r in corpus])
-    return metrics(evaluation["qrels"], dict(zip(qids, ranked)))
+    return evaluate(evaluation["qrels"], dict(zip(qids, ranked)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -393,8 +377,9 @@ def default_output(s: FinetuneSettings, base: str) -> Path:
     from indexer.state import WorkDir
 
     work = WorkDir(s.work_dir or Path(s.db) / "_indexer")
-    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(base.rstrip("/")).name.lower())[:40]
-    return work.root / "models" / f"{slug}-ft-{time.strftime('%Y%m%d-%H%M%S')}"
+    from indexer.types import name_slug
+
+    return work.root / "models" / f"{name_slug(base)}-ft-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def finetune(s: FinetuneSettings, remote: str | None = None, gpu: str | None = None) -> dict[str, Any]:

@@ -52,14 +52,14 @@ def _sql_list(ids: Sequence[str]) -> str:
     return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
 
 
-def read_chunks(tbl: Any, ids: Iterable[str], columns: Sequence[str] = CHUNK_COLUMNS) -> dict[str, list[dict[str, Any]]]:
+def read_chunks(tbl: Any, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """id → its chunk rows (ordered by position), for ids that are chunk ids or document ids of ``tbl``."""
     wanted = sorted(set(ids))
     by_chunk: dict[str, dict[str, Any]] = {}
     by_doc: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for start in range(0, len(wanted), _IDS_PER_SCAN):
         part = _sql_list(wanted[start : start + _IDS_PER_SCAN])
-        rows = (tbl.search().where(f"id IN ({part}) OR doc_id IN ({part})").select(list(columns)).limit(None)
+        rows = (tbl.search().where(f"id IN ({part}) OR doc_id IN ({part})").select(CHUNK_COLUMNS).limit(None)
                 .to_arrow().to_pylist())
         for r in rows:
             if r["id"] not in by_chunk:
@@ -126,10 +126,3 @@ def _normalise(x: Any) -> Any:
 
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-def metrics(qrels: dict[str, dict[str, float]], run: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
-    """indexer's own metrics (``indexer eval``: nDCG@10, Recall@10, Recall@100, MRR@10) of an in-memory run."""
-    from indexer.metrics import evaluate
-
-    return evaluate(qrels, run)

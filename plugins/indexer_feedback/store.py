@@ -24,7 +24,6 @@ from indexer.config import DEFAULT_DB
 from indexer.errors import ConfigError
 
 TABLE = "_feedback"
-PAIR_FIELDS = ("query", "positive_id", "positive_text", "negative_ids", "relevance", "source", "timestamp", "query_id")
 
 
 def pair_key(query: str, positive_id: str) -> str:
@@ -165,9 +164,7 @@ class FeedbackLog:
 
     def compact(self) -> None:
         """Fold the many small commits of one-click-at-a-time logging into a few files (stores that can)."""
-        compact = getattr(self.store, "compact", None)
-        if compact is not None:
-            compact()
+        self.store.compact()
 
     def stats(self) -> dict[str, Any]:
         return stats(self.store.pairs())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,14 @@ class Heldout:
 def heldout_from_model(model: str) -> Heldout | None:
     """The held-out judgements ``indexer finetune`` recorded beside the model it saved, if it is such a model."""
     from indexer_feedback.finetune import RECORD
+    from indexer_feedback.judgements import Judgement, qrels_of
 
     record = Path(model) / RECORD
     if not record.is_file():
         return None
-    data = json.loads(record.read_text())
-    queries: dict[str, str] = {}
-    qrels: dict[str, dict[str, float]] = {}
-    for j in data.get("heldout", []):
-        queries[j["query_id"]] = j["query"]
-        qrels.setdefault(j["query_id"], {})[j["doc_id"]] = max(j["relevance"], qrels.get(j["query_id"], {}).get(j["doc_id"], 0))
+    heldout = json.loads(record.read_text()).get("heldout", [])
+    queries, qrels = qrels_of(Judgement(j["query"], j["query_id"], j["doc_id"], j["doc_id"], j["relevance"])
+                              for j in heldout)
     return Heldout(queries, qrels, f"the held-out pairs recorded in {record}") if qrels else None
 
 
@@ -87,7 +85,6 @@ class ReembedOutcome:
     alias_before: str | None = None
     alias_after: str | None = None
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary.to_dict(), "from_table": self.from_table, "table": self.table,
@@ -108,9 +105,10 @@ class ReembedOutcome:
         return "\n".join(lines)
 
 
-def reembed(config: BuildConfig, from_table: str | None = ALIAS, *, promote_if_better: bool = False,
+def reembed(config: BuildConfig, from_table: str | None = None, *, promote_if_better: bool = False,
             metric: str = "recall@10", heldout: Heldout | None = None, min_gain: float = 0.0) -> ReembedOutcome:
-    """Re-embed the chunks stored for ``from_table`` (a table or alias) with ``config.model`` into a new table,
+    """Re-embed the chunks stored for ``from_table`` (a table or alias; None: the alias ``current``, else the only
+    table) with ``config.model`` into a new table,
     score both on held-out judgements and, with ``promote_if_better``, point the alias ``current`` at the new
     table only when ``metric`` rose by more than ``min_gain``."""
     from indexer import pipeline
@@ -119,8 +117,7 @@ def reembed(config: BuildConfig, from_table: str | None = ALIAS, *, promote_if_b
     if metric not in METRICS:
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)} (got {metric!r})")
     work = WorkDir(config.work_path)
-    source_table = resolve_table(config.db, from_table if from_table != ALIAS or ALIAS in work.aliases() else None,
-                                 work_dir=str(work.root))
+    source_table = resolve_table(config.db, from_table, work_dir=str(work.root))
     heldout = heldout or heldout_from_model(config.model)
     alias_before = work.aliases().get(ALIAS)
     if alias_before is None:
@@ -158,9 +155,12 @@ def reembed(config: BuildConfig, from_table: str | None = ALIAS, *, promote_if_b
     return out
 
 
+def _eval_file(work: WorkDir, table: str) -> Path:
+    return work.root / "tables" / table / "eval.json"
+
+
 def _record_eval(work: WorkDir, table: str, out: ReembedOutcome) -> None:
-    path = work.root / "tables" / table / "eval.json"
-    atomic_write_text(path, json.dumps({"time": time.time(), "against": out.from_table, "heldout": out.heldout,
+    atomic_write_text(_eval_file(work, table), json.dumps({"time": time.time(), "against": out.from_table, "heldout": out.heldout,
                                         "before": out.before, "after": out.after}, indent=1))
 
 
@@ -196,13 +196,12 @@ def list_versions(db: str, work_dir: str | None = None) -> list[dict[str, Any]]:
     aliases = work.aliases()
     out = []
     for t in _tables(db):
-        info = work.table_info(t["table"]) or {}
-        ev_path = work.root / "tables" / t["table"] / "eval.json"
+        ev_path = _eval_file(work, t["table"])
         out.append({
             "table": t["table"], "rows": t["rows"], "model": (t["meta"].get("model") or {}).get("name"),
             "aliases": sorted(a for a, target in aliases.items() if target == t["table"]),
             "eval": json.loads(ev_path.read_text()) if ev_path.exists() else None,
-            "chunkset": info.get("chunkset"),
+            "chunkset": t["meta"].get("chunkset"),
         })
     return out
 

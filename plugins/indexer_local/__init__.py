@@ -623,7 +623,12 @@ _PACKED_LINEAR = None
 
 
 def _affects_vectors(rel: Path) -> bool:
+    """Whether a file of a model folder takes part in its fingerprint: weights, configs and tokenizer files; not
+    hidden files, exports, training state, and not ``indexer_*.json`` (indexer's own records beside a model, such
+    as the fine-tune record, which holds a timestamp)."""
     name = rel.name
+    if name.startswith("indexer_") and rel.suffix == ".json":
+        return False
     if name.startswith(".") or any(part.startswith(".") for part in rel.parts):
         return False
     if rel.suffix in (".safetensors", ".bin", ".pt", ".pth") and ("onnx" not in rel.parts and "openvino" not in rel.parts):
