@@ -89,11 +89,14 @@ class WorkDir:
         folder = self.root / "chunks" / chunkset
         return sorted(p.name[: -len(".json")] for p in folder.glob("*.json")) if folder.is_dir() else []
 
+    def chunkset_info_file(self, chunkset: str) -> Path:
+        return self.root / "chunks" / f"{chunkset}.json"
+
     def write_chunkset_info(self, chunkset: str, info: dict[str, Any]) -> None:
-        atomic_write_text(self.root / "chunks" / f"{chunkset}.json", json.dumps(info, indent=1, sort_keys=True))
+        atomic_write_text(self.chunkset_info_file(chunkset), json.dumps(info, indent=1, sort_keys=True))
 
     def chunkset_info(self, chunkset: str) -> dict[str, Any] | None:
-        return _read_json(self.root / "chunks" / f"{chunkset}.json")
+        return _read_json(self.chunkset_info_file(chunkset))
 
     # -- vector sets -----------------------------------------------------------------------------------------
     def vector_file(self, model: str, chunkset: str, shard: str) -> Path:

@@ -283,7 +283,15 @@ def test_staged_inputs_are_linked_back_at_their_original_paths(tmp_path):
     volume = modal_executor._Folder(tmp_path / "volume")
     links_rel = modal_executor.stage_inputs(volume, files)
     before = volume.listing("inputs")
+    uploads = []
+    upload = volume.upload
+    volume.upload = lambda todo: (uploads.append([rel for _, rel in todo]), upload(todo))
     assert modal_executor.stage_inputs(volume, files) == links_rel and volume.listing("inputs") == before
+    assert uploads == [[]], "an unchanged input was uploaded again"
+    os.utime(files[0], ns=(files[0].stat().st_atime_ns, files[0].stat().st_mtime_ns + 10**9))
+    modal_executor.stage_inputs(volume, files)
+    assert len(uploads[1]) == 2 and uploads[1][0].endswith("/a.jsonl")  # the edited file, and a new link table
+    links_rel = modal_executor.stage_inputs(volume, files)
     import json
 
     links = json.loads((tmp_path / "volume" / links_rel).read_text())
@@ -314,7 +322,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 BUILD = dict(embedder="modal-tei", model=MODEL_ID, title_field="title", table="t", progress=False, max_tokens=64,
-             overlap=8)
+             overlap=8, batch_tokens=512)  # several batches per shard, mapped over the GPU class
 
 
 def test_modal_executor_build_gives_the_rows_of_the_local_executor(local_modal, corpus, tmp_path, model_path):

@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from indexer.components import Embedder
+from indexer.config import DEFAULT_MODEL
 from indexer.errors import ConfigError
 from indexer.types import Chunk, ModelInfo
 
 from indexer_modal.remote import call_local, modal_errors
 from indexer_modal.settings import ModalSettings
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _LOCAL_SERVERS: dict[tuple[str, str], Any] = {}  # (model, revision) → TEIServer object, for run=local
 
 
@@ -38,8 +38,7 @@ class ModalTEIEmbedder(Embedder):
     def __init__(self, model: str = DEFAULT_MODEL, *, revision: str = "", device: str = "auto",
                  precision: str = "auto", batch_tokens: int = 16384, max_batch_size: int = 512, **options: Any):
         super().__init__(model, batch_tokens=batch_tokens, max_batch_size=max_batch_size, **options)
-        self.revision = revision
-        self.device = device
+        self.revision = revision  # device: accepted like every embedder's; the GPU type is the app's setting
         self.precision = precision
         self._server: Any = None
         self._described: dict[str, Any] | None = None

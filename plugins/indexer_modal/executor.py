@@ -32,6 +32,7 @@ from indexer_modal.settings import ModalSettings
 
 WORK = "work"  # the work directory's folder on the Volume
 INPUTS = "inputs"  # staged input files and their link tables
+REMOTE_EMBEDDERS = ("modal-tei", "tei")  # what the CPU image can plan a shard with (no torch, no local models)
 
 
 class ModalExecutor(Executor):
@@ -47,12 +48,10 @@ class ModalExecutor(Executor):
             raise ConfigError(f"the modal executor takes no --option settings (got {', '.join(sorted(self.options))}); "
                               "it is configured by INDEXER_MODAL_* variables, see docs/modal.md")
         super().check()
-        settings = ModalSettings.from_env()
-        if settings.run == "modal":
-            try:
-                import modal  # noqa: F401
-            except ImportError:
-                raise ConfigError("the modal executor needs the modal package: pip install 'indexer[modal]'") from None
+        try:  # the app module imports modal, also when its bodies run here (INDEXER_MODAL_RUN=local)
+            import modal  # noqa: F401
+        except ImportError:
+            raise ConfigError("the modal executor needs the modal package: pip install 'indexer[modal]'") from None
 
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> Iterator[Any]:
         from indexer.pipeline import ShardJob, plan_for_job
@@ -63,11 +62,11 @@ class ModalExecutor(Executor):
             return
         settings = ModalSettings.from_env()
         config = jobs[0].config
-        if config.embedder == "local":
+        if config.embedder not in REMOTE_EMBEDDERS:
             raise ConfigError(
-                "the local embedder reads model files from this machine, which Modal containers cannot see: build "
-                "with --embedder modal-tei (TEI on Modal GPUs) or --embedder tei --model URL (a TEI server the "
-                "containers can reach)"
+                f"the {config.embedder} embedder cannot run in the Modal containers (their image holds no torch and "
+                "no model files from this machine): build with --embedder modal-tei (TEI on Modal GPUs) or "
+                "--embedder tei --model URL (a TEI server the containers can reach)"
             )
         local = settings.run == "local"
         volume: _Volume = _Folder(settings.volume_root()) if local else _ModalVolume(settings)
@@ -75,7 +74,7 @@ class ModalExecutor(Executor):
         inputs = local_input_files(config.source) if config.source else []
         remote = dataclasses.replace(
             config, work_dir=str(settings.volume_root() / WORK), sinks=[], executor="local", workers=None,
-            progress=False, options={k: v for k, v in config.options.items() if k != "executor"},
+            progress=False,
             source=os.path.abspath(os.path.expanduser(config.source)) if inputs else config.source,
         )
         links_file = stage_inputs(volume, inputs) if inputs else None
@@ -108,21 +107,9 @@ class ModalExecutor(Executor):
 def local_input_files(source: str) -> list[Path]:
     """The files a local source reads (a file, every non-hidden file of a folder, a glob's matches); empty when
     ``source`` names nothing on this machine (a Hub dataset)."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path.absolute()]
-    if path.is_dir():
-        out = []
-        for folder, dirs, names in os.walk(path, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            out += [Path(folder, n).absolute() for n in sorted(names) if not n.startswith(".")]
-        return out
-    if any(c in source for c in "*?["):
-        import glob
+    from indexer_sources.layout import list_files
 
-        return sorted(Path(m).absolute() for m in glob.glob(os.path.expanduser(source), recursive=True)
-                      if Path(m).is_file())
-    return []
+    return [f.path for f in list_files(source, ("",))]
 
 
 def stage_inputs(volume: "_Volume", files: list[Path]) -> str:
@@ -174,7 +161,7 @@ def stage_work(volume: "_Volume", remote: set[str], plan: Any, job: Any) -> None
     wanted = [work.vector_file(plan.model_key, plan.chunkset, key)]
     if job.from_chunks:
         wanted += [work.chunk_file(plan.chunkset, key), work.chunk_record_file(plan.chunkset, key),
-                   work.root / "chunks" / f"{plan.chunkset}.json"]
+                   work.chunkset_info_file(plan.chunkset)]
     todo = [(p, _rel(plan, p)) for p in wanted if p.exists() and _rel(plan, p) not in remote]
     volume.upload(todo)
     remote.update(rel for _, rel in todo)

@@ -16,8 +16,6 @@ import os
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,8 +108,10 @@ class TEIRouter:
             missing = self.command[0]
             raise ConfigError(f"cannot start the TEI router: {missing!r} is not installed in this image") from None
         atexit.register(self.stop)  # .local() runs never call the exit hook
+        self.embedder = TEIEmbedder(self.url, tokenizer=self.tokenizer or None)
+        client = self.embedder.client
         deadline = time.monotonic() + timeout
-        while not self._healthy():
+        while not client.health():
             status = self.process.poll()
             if status is not None or time.monotonic() > deadline:
                 output = self._tail()
@@ -119,17 +119,10 @@ class TEIRouter:
                 why = f"exited with status {status}" if status is not None else f"was not healthy after {timeout:.0f} s"
                 raise RuntimeError(f"the TEI router {why}:\n{output}")
             time.sleep(0.5)
-        info = json.loads(urllib.request.urlopen(self.url + "/info", timeout=10).read())
-        budget = max(1, int(info.get("max_concurrent_requests") or 512) // self.concurrency)
-        self.embedder = TEIEmbedder(self.url, tokenizer=self.tokenizer or None, max_concurrent_inputs=budget)
+        # this container's batches share TEI's input budget (it answers 429 beyond it)
+        budget = max(1, client.limits.max_concurrent_requests // self.concurrency)
+        self.embedder.max_concurrent_inputs = client.max_concurrent_inputs = budget
         self.embedder.check()
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
 
     def _tail(self, lines: int = 30) -> str:
         self._log.seek(0)
