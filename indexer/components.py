@@ -40,10 +40,16 @@ class FieldMapping:
     max_doc_chars: int = DEFAULT_MAX_DOC_CHARS
 
 
-class Source(ABC):
+class Component(ABC):
+    """What every plugin component declares: a one-line ``description`` (shown by ``indexer plugins``; the
+    docstring's first line when empty)."""
+
+    description: ClassVar[str] = ""
+
+
+class Source(Component):
     """Reads a corpus as shards of records. Subclasses implement :meth:`shards` and :meth:`records`;
     the base maps fields, validates and reports bad records."""
-
 
     def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
         self.uri = uri
@@ -146,7 +152,7 @@ def _metadata(record: dict, m: FieldMapping) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Chunker(ABC):
+class Chunker(Component):
     """Cuts documents into chunks by token count, using the embedding model's own fast tokenizer.
 
     :param tokenizer: a ``tokenizers.Tokenizer`` (the fast tokenizer of the embedding model).
@@ -216,7 +222,7 @@ class Chunker(ABC):
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Embedder(ABC):
+class Embedder(Component):
     """Turns chunks into vectors. Subclasses implement :meth:`embed_batch` (and :meth:`load`/:attr:`info`);
     the base sorts chunks by token count, packs them into batches under a padded-token budget and returns
     vectors in input order.
@@ -320,7 +326,7 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class Sink(ABC):
+class Sink(Component):
     """Stores embedded chunks. A sink is a context manager: ``open`` on enter, ``close`` on exit.
 
     Rows arrive per shard as Arrow record batches with ``indexer.types.embedded_schema``; writing a shard
@@ -330,8 +336,6 @@ class Sink(ABC):
 
     #: Whether :meth:`search` is implemented (``indexer search`` refuses other sinks up front).
     searchable: ClassVar[bool] = False
-    #: One line for ``indexer plugins`` (components without it show their docstring's first line).
-    description: ClassVar[str] = ""
 
     def __init__(self, *, db: str, table: str, **options: Any):
         self.db = db
@@ -381,7 +385,7 @@ class Sink(ABC):
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Executor(ABC):
+class Executor(Component):
     """Schedules shard jobs. It knows nothing about what a job does: it calls ``fn(job)`` for each job somewhere
     (this process, a pool, a container) and yields the results as they finish, in any order.
 
@@ -463,7 +467,7 @@ class FeedbackPair:
     query_id: str | None = None
 
 
-class FeedbackStore(ABC):
+class FeedbackStore(Component):
     """Keeps (query → relevant passage) pairs for fine-tuning."""
 
     def __init__(self, *, db: str, **options: Any):

@@ -110,21 +110,21 @@ class Host:
             if plugin is hookspecs:
                 continue
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
-            components = {
-                kind: sorted(r.name for r in reg.entries.values() if r.plugin == name)
-                for kind, reg in self.registries.items()
-            }
+            components: dict[str, list[str]] = {}
+            about: dict[str, str] = {}
+            for kind, reg in self.registries.items():
+                for r in sorted(reg.entries.values(), key=lambda r: r.name):
+                    if r.plugin == name:
+                        components.setdefault(kind, []).append(r.name)
+                        about[f"{kind}:{r.name}"] = _about(r.cls)
             out.append(
                 {
                     "name": name,
                     "module": getattr(plugin, "__name__", repr(plugin)),
                     "distribution": _DISTS.get(name),
                     "hooks": hooks,
-                    "components": {k: v for k, v in components.items() if v},
-                    "about": {
-                        f"{kind}:{r.name}": _about(r.cls)
-                        for kind, reg in self.registries.items() for r in reg.entries.values() if r.plugin == name
-                    },
+                    "components": components,
+                    "about": about,
                 }
             )
         return out

@@ -120,7 +120,14 @@ def test_unreadable_source_path(tmp_path, model_path):
 
 
 def test_api_functions_survive_importing_the_modules_behind_them():
+    import importlib
+    import pkgutil
+    import types
+
     import indexer.metrics  # noqa: F401
     import indexer.retrieval  # noqa: F401
 
+    for module in pkgutil.iter_modules(indexer.__path__):  # a submodule named like an API name would shadow it
+        importlib.import_module(f"indexer.{module.name}")
     assert callable(indexer.search) and callable(indexer.evaluate) and callable(indexer.build)
+    assert not [name for name in indexer._API if isinstance(getattr(indexer, name), types.ModuleType)]

@@ -128,8 +128,8 @@ def test_shard_keys_with_quotes_are_escaped(make_sink):
 
 
 def test_a_failing_batch_stream_leaves_the_shard_as_it_was(make_sink):
-    def broken():
-        yield rows("a", 2, seed=9)
+    def broken(shard="a"):
+        yield rows(shard, 2, seed=9)
         raise RuntimeError("embedder died")
 
     with make_sink() as sink:
@@ -138,6 +138,10 @@ def test_a_failing_batch_stream_leaves_the_shard_as_it_was(make_sink):
         before = stored(sink)
         with pytest.raises(Exception, match="embedder died"):
             sink.write_shard("a", broken())
+        assert stored(sink) == before
+        # a shard with no rows yet is appended, not merged: a failing stream must add nothing either
+        with pytest.raises(Exception, match="embedder died"):
+            sink.write_shard("new", broken("new"))
         assert stored(sink) == before
 
 
