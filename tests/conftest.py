@@ -47,3 +47,20 @@ def kill_during(cmd: list[str], env: dict, wall: float, fractions) -> int:
             kills += 1
         proc.wait(timeout=60)
     return kills
+
+
+def split_demo(folder: Path, shards: int, per_shard: int, name: str = "part-{:02d}.jsonl") -> Path:
+    """The first ``shards * per_shard`` demo documents as ``shards`` jsonl files in ``folder`` (a shard each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = DEMO_CORPUS.read_text().splitlines()
+    for s in range(shards):
+        (folder / name.format(s)).write_text("\n".join(lines[s * per_shard : (s + 1) * per_shard]) + "\n")
+    return folder
+
+
+def table_rows(db: Path | str, table: str = "t") -> tuple[list, list, list]:
+    """(ids, texts, vectors) of a LanceDB table, sorted by id."""
+    import lancedb
+
+    t = lancedb.connect(str(db)).open_table(table).to_arrow().sort_by("id")
+    return t.column("id").to_pylist(), t.column("text").to_pylist(), t.column("vector").to_pylist()

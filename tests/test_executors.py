@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import DEMO_CORPUS
+from conftest import DEMO_CORPUS, split_demo, table_rows
 
 import indexer
 from indexer import pipeline
@@ -25,25 +25,14 @@ SETTINGS = dict(title_field="title", table="t", progress=False, max_tokens=64, o
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("corpus")
-    lines = DEMO_CORPUS.read_text().splitlines()
-    for s in range(SHARDS):
-        (folder / f"part-{s:02d}.jsonl").write_text("\n".join(lines[s * PER_SHARD : (s + 1) * PER_SHARD]) + "\n")
-    return folder
-
-
-def _rows(db: Path):
-    import lancedb
-
-    t = lancedb.connect(str(db)).open_table("t").to_arrow().sort_by("id")
-    return t.column("id").to_pylist(), t.column("text").to_pylist(), t.column("vector").to_pylist()
+    return split_demo(tmp_path_factory.mktemp("corpus"), SHARDS, PER_SHARD)
 
 
 @pytest.fixture(scope="module")
 def single_process_rows(corpus, model_path, tmp_path_factory):
     db = tmp_path_factory.mktemp("single") / "db.lancedb"
     indexer.build(str(corpus), db=str(db), model=model_path, executor="local", **SETTINGS)
-    return _rows(db)
+    return table_rows(db)
 
 
 def _assert_same_rows(got, want):
@@ -57,7 +46,7 @@ def test_processes_executor_builds_the_same_rows_as_one_process(corpus, model_pa
     summary = indexer.build(str(corpus), db=str(tmp_path / "db.lancedb"), model=model_path, executor="processes",
                             workers=2, **SETTINGS)
     assert summary.shards == SHARDS and summary.documents == SHARDS * PER_SHARD
-    _assert_same_rows(_rows(tmp_path / "db.lancedb"), single_process_rows)
+    _assert_same_rows(table_rows(tmp_path / "db.lancedb"), single_process_rows)
 
 
 _prepare_shard = pipeline.prepare_shard
@@ -87,7 +76,7 @@ def test_a_failing_worker_fails_the_run_clearly_and_finished_shards_stay_done(co
     again = indexer.build(str(corpus), db=str(db), model=model_path, executor="processes", workers=2, **SETTINGS)
     assert again.shards_skipped == len(done) and again.shards_skipped + 1 <= SHARDS
     assert again.source_reads == SHARDS - len(done)
-    _assert_same_rows(_rows(db), single_process_rows)
+    _assert_same_rows(table_rows(db), single_process_rows)
 
 
 def record_and_maybe_fail(job):

@@ -20,7 +20,7 @@ import pytest
 
 modal = pytest.importorskip("modal")
 
-from conftest import DEMO_CORPUS  # noqa: E402
+from conftest import DEMO_CORPUS, split_demo, table_rows  # noqa: E402
 
 import indexer  # noqa: E402
 from indexer import pipeline  # noqa: E402
@@ -305,20 +305,9 @@ def test_staged_inputs_are_linked_back_at_their_original_paths(tmp_path):
 # -- a whole build --------------------------------------------------------------------------------------------
 
 
-def _rows(db: Path):
-    import lancedb
-
-    t = lancedb.connect(str(db)).open_table("t").to_arrow().sort_by("id")
-    return t.column("id").to_pylist(), t.column("text").to_pylist(), t.column("vector").to_pylist()
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("corpus")
-    lines = DEMO_CORPUS.read_text().splitlines()[:200]
-    for s in range(4):
-        (folder / f"part-{s}.jsonl").write_text("\n".join(lines[s * 50 : (s + 1) * 50]) + "\n")
-    return folder
+    return split_demo(tmp_path_factory.mktemp("corpus"), 4, 50)
 
 
 BUILD = dict(embedder="modal-tei", model=MODEL_ID, title_field="title", table="t", progress=False, max_tokens=64,
@@ -330,7 +319,7 @@ def test_modal_executor_build_gives_the_rows_of_the_local_executor(local_modal, 
     here = indexer.build(str(corpus), db=str(tmp_path / "local.lancedb"), executor="local", **BUILD)
     there = indexer.build(str(corpus), db=str(tmp_path / "modal.lancedb"), executor="modal", **BUILD)
     assert there.shards == 4 and there.documents == 200 and there.chunks == here.chunks > 200
-    local_rows, modal_rows = _rows(tmp_path / "local.lancedb"), _rows(tmp_path / "modal.lancedb")
+    local_rows, modal_rows = table_rows(tmp_path / "local.lancedb"), table_rows(tmp_path / "modal.lancedb")
     assert modal_rows[0] == local_rows[0] and modal_rows[1] == local_rows[1]
     assert max(abs(a - b) for u, v in zip(modal_rows[2], local_rows[2]) for a, b in zip(u, v)) <= 1e-5
     # the inputs travelled through the Volume folder, and the results came back into this machine's work dir
@@ -340,7 +329,7 @@ def test_modal_executor_build_gives_the_rows_of_the_local_executor(local_modal, 
     # and the same rows as this machine's own embedder (ids, texts; vectors to cosine 0.9999)
     own = dict(BUILD, embedder="local", model=model_path, precision="exact")
     indexer.build(str(corpus), db=str(tmp_path / "own.lancedb"), executor="local", **own)
-    own_rows = _rows(tmp_path / "own.lancedb")
+    own_rows = table_rows(tmp_path / "own.lancedb")
     assert own_rows[0] == modal_rows[0] and own_rows[1] == modal_rows[1]
     assert min(sum(a * b for a, b in zip(u, v)) for u, v in zip(own_rows[2], modal_rows[2])) >= 0.9999
 
@@ -355,7 +344,7 @@ _prepare_shard = pipeline.prepare_shard
 
 
 def fail_on_part_2(job):
-    if job.shard.key.startswith("part-2"):
+    if job.shard.key.startswith("part-02"):
         raise OSError("volume full")
     return _prepare_shard(job)
 
@@ -363,7 +352,7 @@ def fail_on_part_2(job):
 def test_a_failed_container_fails_the_run_and_a_rerun_redoes_only_it(local_modal, corpus, tmp_path, monkeypatch):
     db = tmp_path / "db.lancedb"
     monkeypatch.setattr(pipeline, "prepare_shard", fail_on_part_2)
-    with pytest.raises(RuntimeError, match=r"shard part-2.jsonl failed in a Modal container: OSError: volume full\. "
+    with pytest.raises(RuntimeError, match=r"shard part-02.jsonl failed in a Modal container: OSError: volume full\. "
                                            r"3 of 4 shard\(s\) finished"):
         indexer.build(str(corpus), db=str(db), executor="modal", **BUILD)
     monkeypatch.undo()

@@ -10,16 +10,7 @@ import time
 
 import pytest
 
-from conftest import DEMO_CORPUS, kill_during
-
-
-def _corpus(tmp_path, shards=8, per_shard=30):
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    lines = DEMO_CORPUS.read_text().splitlines()
-    for s in range(shards):
-        (folder / f"part-{s:02d}.jsonl").write_text("\n".join(lines[s * per_shard : (s + 1) * per_shard]) + "\n")
-    return folder
+from conftest import kill_during, split_demo, table_rows
 
 
 def _cmd(corpus, db):
@@ -27,21 +18,14 @@ def _cmd(corpus, db):
             "--title-field", "title", "--no-progress", "--max-tokens", "64", "--overlap", "8"]
 
 
-def _rows(db):
-    import lancedb
-
-    t = lancedb.connect(str(db)).open_table("t").to_arrow().sort_by("id")
-    return t.column("id").to_pylist(), t.column("text").to_pylist(), t.column("vector").to_pylist()
-
-
 def test_sigkill_at_any_point_then_resume_matches_a_clean_run(tmp_path, model_path):
-    corpus = _corpus(tmp_path)
+    corpus = split_demo(tmp_path / "corpus", 8, 30)
     env = {**os.environ, "INDEXER_MODEL": model_path, "HF_HUB_OFFLINE": "1"}
     t0 = time.monotonic()
     clean = subprocess.run(_cmd(corpus, tmp_path / "clean.lancedb"), env=env, capture_output=True, text=True, timeout=600)
     wall = time.monotonic() - t0
     assert clean.returncode == 0, clean.stderr
-    ids, texts, vectors = _rows(tmp_path / "clean.lancedb")
+    ids, texts, vectors = table_rows(tmp_path / "clean.lancedb")
 
     db = tmp_path / "killed.lancedb"
     kills = kill_during(_cmd(corpus, db), env, wall, (0.35, 0.5, 0.65, 0.8, 0.9, 0.95))
@@ -49,7 +33,7 @@ def test_sigkill_at_any_point_then_resume_matches_a_clean_run(tmp_path, model_pa
     final = subprocess.run(_cmd(corpus, db), env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
 
-    got_ids, got_texts, got_vectors = _rows(db)
+    got_ids, got_texts, got_vectors = table_rows(db)
     assert len(got_ids) == len(set(got_ids)), "duplicate rows after resume"
     assert got_ids == ids and got_texts == texts
     for a, b in zip(vectors, got_vectors):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import indexer
-from conftest import DEMO_CORPUS, SHARED
+from conftest import DEMO_CORPUS, SHARED, split_demo, table_rows
 from indexer.errors import ConfigError, IndexerError
 from indexer.types import Chunk
 from indexer_tei import TEIEmbedder
@@ -66,11 +66,7 @@ def _fresh_server(server):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """100 Wikipedia summaries in 4 files: 4 shards."""
-    folder = tmp_path_factory.mktemp("corpus")
-    lines = DEMO_CORPUS.read_text().splitlines()
-    for s in range(SHARDS):
-        (folder / f"part-{s}.jsonl").write_text("\n".join(lines[s * PER_SHARD : (s + 1) * PER_SHARD]) + "\n")
-    return folder
+    return split_demo(tmp_path_factory.mktemp("corpus"), SHARDS, PER_SHARD)
 
 
 def _options(model_path, **extra):
@@ -84,10 +80,8 @@ def _build_tei(corpus, db, server, model_path, **extra):
 
 
 def _rows(db):
-    import lancedb
-
-    t = lancedb.connect(str(db)).open_table("t").to_arrow().sort_by("id")
-    return t.column("id").to_pylist(), t.column("text").to_pylist(), np.array(t.column("vector").to_pylist(), dtype=np.float32)
+    ids, texts, vectors = table_rows(db)
+    return ids, texts, np.array(vectors, dtype=np.float32)
 
 
 def _row_cos(a, b):
