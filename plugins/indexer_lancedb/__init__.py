@@ -51,6 +51,9 @@ class LanceDBSink(Sink):
 
     description: ClassVar[str] = "LanceDB table (vector + optional full-text search)"
     searchable: ClassVar[bool] = True
+    sink_name: ClassVar[str | None] = None  # set by a subclass whose tables only it can search
+    vector_kind: ClassVar[str] = "dense"  # what the vector column holds: the embedder's ModelInfo.kind
+    other_kind_hint: ClassVar[str] = "with --late-interaction colbert, write to --sink colbert or lancedb-multivector"
 
     def __init__(
         self,
@@ -114,9 +117,14 @@ class LanceDBSink(Sink):
     def open(self, model: ModelInfo, meta: dict[str, Any]) -> None:
         from indexer.rows import embedded_schema  # pyarrow: not at plugin import, `indexer --help` stays fast
 
+        if model.kind != self.vector_kind:
+            raise ConfigError(f"sink {self.sink_name or 'lancedb'} stores {self.vector_kind} vectors; model "
+                              f"{model.name} makes {model.kind} vectors ({self.other_kind_hint})")
         meta = dict(meta)
         meta.setdefault("model", asdict(model))
-        schema = embedded_schema(model.dimension)
+        if self.sink_name:  # a table only the sink that wrote it can search (retrieval.open_index reads this)
+            meta["sink"] = self.sink_name
+        schema = embedded_schema(model.dimension, model.kind)
         conn = self._connection()
         tbl = self._open_table(required=False)
         if tbl is None:
@@ -416,7 +424,9 @@ def _table_meta(tbl: Any) -> dict[str, Any] | None:
 
 
 def _vector_dimension(schema: Any) -> int:
-    return schema.field(VECTOR).type.list_size
+    from indexer.state import _vector_kind
+
+    return _vector_kind(schema.field(VECTOR))[0]
 
 
 def _table_names(conn: Any) -> list[str]:

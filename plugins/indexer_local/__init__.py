@@ -7,7 +7,6 @@ the tests compare against. torch and transformers are imported on first use, nev
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer.components import Embedder, usable_cores
+from indexer.modelfiles import affects_vectors, from_hf_cache, hash_files
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
 from indexer.types import Chunk, ModelInfo
@@ -29,8 +29,6 @@ _PACKAGED = {
 }
 PRECISIONS = ("auto", "fast", "exact", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-_HUGE_FILE = 2 << 30
-_EDGE = 64 << 20
 # Sequence lengths are padded up to a multiple of this: a handful of distinct shapes keeps oneDNN/cuBLAS
 # kernel choices (and compiled graphs) reusable, and length-sorted batches waste almost nothing on it.
 _LENGTH_MULTIPLE = 8
@@ -114,9 +112,9 @@ class LocalEmbedder(Embedder):
             return self._path
         if os.path.exists(name):
             raise ConfigError(f"model {self.model!r} is a file; pass the model's folder")
-        found = _from_hf_cache(self.model)
+        found = from_hf_cache(self.model)
         if found is None and "/" not in self.model:
-            found = _from_hf_cache(f"sentence-transformers/{self.model}")
+            found = from_hf_cache(f"sentence-transformers/{self.model}")
         if found is not None:
             self._path, self._revision = found
             return self._path
@@ -231,7 +229,7 @@ class LocalEmbedder(Embedder):
         return self._tokenizer
 
     def tokenizer_key(self) -> str:
-        return _hash_files([self._resolve() / "tokenizer.json"])[:16]
+        return hash_files([self._resolve() / "tokenizer.json"])[:16]
 
     def _prompt(self, which: str) -> list[int]:
         if which not in self._prompt_ids:
@@ -270,8 +268,8 @@ class LocalEmbedder(Embedder):
 
     def _fingerprint(self) -> str:
         root = self._resolve()
-        files = [p for p in sorted(root.rglob("*")) if p.is_file() and _affects_vectors(p.relative_to(root))]
-        return _hash_files(files, root)
+        files = [p for p in sorted(root.rglob("*")) if p.is_file() and affects_vectors(p.relative_to(root))]
+        return hash_files(files, root)
 
     # ----------------------------------------------------------------------------------------------------------
     # Device, precision, loading
@@ -398,18 +396,6 @@ class LocalEmbedder(Embedder):
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _from_hf_cache(repo_id: str) -> tuple[Path, str] | None:
-    if repo_id.startswith((".", "/", "~")) or repo_id.count("/") > 1:
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached, not a valid repo id, hub library missing: all mean "not here"
-        return None
-    return path, path.name
 
 
 def _special_template(tok) -> tuple[list[int], list[int]]:
@@ -620,38 +606,6 @@ def _PackedLinear(linear, gelu: bool = False, residual_norm=None):  # noqa: N802
 
 
 _PACKED_LINEAR = None
-
-
-def _affects_vectors(rel: Path) -> bool:
-    """Whether a file of a model folder takes part in its fingerprint: weights, configs and tokenizer files; not
-    hidden files, exports, training state, and not ``indexer_*.json`` (indexer's own records beside a model, such
-    as the fine-tune record, which holds a timestamp)."""
-    name = rel.name
-    if name.startswith("indexer_") and rel.suffix == ".json":
-        return False
-    if name.startswith(".") or any(part.startswith(".") for part in rel.parts):
-        return False
-    if rel.suffix in (".safetensors", ".bin", ".pt", ".pth") and ("onnx" not in rel.parts and "openvino" not in rel.parts):
-        return not name.startswith(("optimizer", "scheduler", "training_args", "rng_state"))
-    return rel.suffix in (".json", ".txt", ".model") and name not in ("data_config.json", "README.md") and (
-        "onnx" not in rel.parts and "openvino" not in rel.parts
-    )
-
-
-def _hash_files(files: list[Path], root: Path | None = None) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        size = f.stat().st_size
-        h.update((str(f.relative_to(root)) if root else f.name).encode() + b"\x00" + str(size).encode() + b"\x00")
-        with open(f, "rb") as fh:
-            if size > _HUGE_FILE:  # hashing tens of GB would take minutes; size + ends still catch a new checkpoint
-                h.update(fh.read(_EDGE))
-                fh.seek(size - _EDGE)
-                h.update(fh.read(_EDGE))
-            else:
-                while block := fh.read(8 << 20):
-                    h.update(block)
-    return h.hexdigest()
 
 
 def _pick_device(device: str) -> str:

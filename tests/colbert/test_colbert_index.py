@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("ragatouille")
@@ -16,7 +15,6 @@ pytest.importorskip("indexer_colbert")
 from colbert_helpers import colbert_model, demo_docs, open_index, write_corpus  # noqa: E402, F401  (a fixture)
 
 from indexer.cli import main
-from indexer.rows import multivector_rows
 
 DOCS = demo_docs(0, 120)
 
@@ -70,19 +68,10 @@ def test_plain_search_finds_the_multivector_table_by_its_recorded_sink(built, ca
     assert len(hits) == 3 and hits[0]["score"] > 1.0  # a MaxSim (sum over query tokens), not a cosine
 
 
-def _stored_vectors(db: str) -> tuple[list[str], list]:
-    ids, vectors = [], []
-    for f in sorted(Path(db, "_indexer", "vectors").rglob("*.parquet")):
-        table = pq.read_table(f)
-        ids += table.column("id").to_pylist()
-        vectors += multivector_rows(table.column("vector"))
-    return ids, vectors
-
-
 def test_plaid_and_lancedb_agree_with_brute_force_maxsim_over_the_same_vectors(built):
-    from indexer_colbert.multivector import maxsim
+    from indexer_colbert.multivector import exact_ranking, stored_vectors, top_k
 
-    ids, vectors = _stored_vectors(built["db"])
+    ids, vectors = stored_vectors(built["db"])
     plaid = open_index(built["db"], sink_name="colbert")
     lance = open_index(built["db"], sink_name="lancedb-multivector")
     queries = [f"{d['title']} {d['description']}" for d in DOCS[::6]][:20]
@@ -90,13 +79,12 @@ def test_plaid_and_lancedb_agree_with_brute_force_maxsim_over_the_same_vectors(b
     query_vectors = plaid.embedder.embed_queries(queries)
     overlaps, ratios = [], []
     for query, q in zip(queries, query_vectors):
-        scores = maxsim(q, vectors)
-        order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))
-        exact = {ids[i]: float(scores[i]) for i in order[:10]}
-        tenth = scores[order[9]]
+        ranking = exact_ranking(q, ids, vectors)
+        exact = top_k(ranking, 10)
+        tenth = ranking[9][1]
+        score_of = dict(ranking)
 
         lance_hits = lance.search([query], 10)[0]
-        score_of = dict(zip(ids, scores))
         for h in lance_hits:  # exact: the same chunks (up to ties at the 10th place) with the same scores
             assert h.score == pytest.approx(float(score_of[h.id]), abs=1e-3)
             assert score_of[h.id] >= tenth - 1e-4
@@ -108,7 +96,7 @@ def test_plaid_and_lancedb_agree_with_brute_force_maxsim_over_the_same_vectors(b
         ratios += [h.score / score_of[h.id] for h in plaid_hits]
     print(f"PLAID top-10 overlap with brute force: {overlaps}; score ratio {min(ratios):.3f}..{max(ratios):.3f}")
     assert sum(overlaps) / len(overlaps) >= 9, overlaps
-    assert 0.95 < min(ratios) and max(ratios) < 1.05  # 4-bit residuals: -5 % / +6 %
+    assert 0.95 < min(ratios) and max(ratios) < 1.05  # (with 4-bit residuals they were -5 % / +6 %)
 
 
 def test_residual_bits_and_search_depth_are_the_sink_settings(built):

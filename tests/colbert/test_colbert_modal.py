@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,21 @@ def test_a100_function_configuration(modal_app):
     assert _build_functions(modal_app.image) == [(modal_app.download_weights, (), {"model": "colbert-ir/colbertv2.0"})]
     assert "ragatouille==0.0.9.post2" in modal_app.PACKAGES and "torch==2.13.0" in modal_app.PACKAGES
     assert any(p.startswith("transformers") and "<5" in p for p in modal_app.PACKAGES)
+    # The image installs what the plugin's environment pins (.ci/constraints-colbert.txt): same packages, same
+    # exact versions and upper bounds.
+    import re
+
+    constraints = Path(__file__).resolve().parents[2] / ".ci" / "constraints-colbert.txt"
+    image = dict((name.lower(), spec.split(",")) for name, spec in
+                 (re.split(r"(?=[<>=!~])", p, maxsplit=1) for p in modal_app.PACKAGES if re.search("[<>=]", p)))
+    for line in (ln.strip() for ln in constraints.read_text().splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        name, spec = re.split(r"(?=[<>=!~])", line, maxsplit=1)
+        assert name.lower() in image, f"{name} is pinned for the plugin but not installed in the Modal image"
+        for clause in spec.split(","):
+            if clause.startswith(("<", "==")):
+                assert clause in image[name.lower()], (line, image[name.lower()])
 
 
 def test_configuration_follows_the_environment(monkeypatch, modal_app):

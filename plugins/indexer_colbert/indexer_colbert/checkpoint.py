@@ -17,27 +17,28 @@ from indexer.errors import ConfigError
 
 METADATA = "artifact.metadata"
 
-# The settings that decide what a checkpoint's vectors are; nothing machine- or run-specific (colbert-ai's own
-# save writes host names and dates, which would change the checkpoint's fingerprint on every save).
+# The settings that decide what a checkpoint's vectors are, and all of its metadata the fingerprint takes; nothing
+# machine- or run-specific (colbert-ai's own save writes host names and dates, which would change the
+# checkpoint's fingerprint on every save).
 CHECKPOINT_SETTINGS = ("dim", "doc_maxlen", "query_maxlen", "mask_punctuation", "attend_to_mask_tokens",
                        "similarity", "interaction", "query_token_id", "doc_token_id", "query_token", "doc_token")
 
 
 def resolve_checkpoint(model: str) -> Path:
     """The folder of ColBERT checkpoint ``model``: a path, or a Hub id already in the local cache."""
+    from indexer.modelfiles import from_hf_cache
+
     path = Path(model).expanduser()
     if not path.is_dir():
-        from huggingface_hub import snapshot_download
-
-        try:
-            path = Path(snapshot_download(model, local_files_only=True))
-        except Exception:
+        found = from_hf_cache(model)
+        if found is None:
             raise ConfigError(
                 f"ColBERT model {model!r} is neither a folder nor in the local Hugging Face cache; download it once "
                 f"(`huggingface-cli download {model}`, or `python -c \"import huggingface_hub as h; "
                 f"h.snapshot_download('{model}')\"`) or pass --model PATH (make one with `indexer colbert "
                 "init-checkpoint`)"
-            ) from None
+            )
+        path = found[0]
     if not (path / METADATA).is_file():
         raise ConfigError(
             f"{path} is not a ColBERT checkpoint (no {METADATA}); make one from a BERT encoder with "

@@ -37,16 +37,19 @@ def init_checkpoint(out, source, dim, doc_maxlen, query_maxlen, seed) -> None:
 @click.option("--title-field", help="Field whose value is joined before the text.")
 @click.option("--max-tokens", type=int, help="Most tokens per chunk (default: what the model takes).")
 @click.option("--gpu-memory", type=float, help="Check against this much GPU memory, in GiB (40 or 80: an A100).")
+@click.option("--option", "options", multiple=True,
+              help="Plugin option KIND.NAME=VALUE, as for indexer build: colbert.nbits=4, colbert.use_faiss=true, ...")
 @click.option("--json", "as_json", is_flag=True)
-def estimate(source, model, source_type, text_field, title_field, max_tokens, gpu_memory, as_json) -> None:
+def estimate(source, model, source_type, text_field, title_field, max_tokens, gpu_memory, options, as_json) -> None:
     """Chunk SOURCE (no encoding) and estimate its ColBERT index: size on disk, memory to build and search it, and
     whether it fits this machine."""
+    from indexer.cli import _option_pairs
     from indexer.config import BuildConfig
     from indexer_colbert.estimate import GiB, available_memory, estimate_source
 
     config = BuildConfig.load(None, source=source, model=model, source_type=source_type, text_field=text_field,
                               title_field=title_field, max_tokens=max_tokens, late_interaction="colbert",
-                              progress=False)
+                              progress=False, options=_option_pairs(options))
     est = estimate_source(config)
     ram, gpu = available_memory()
     gpu = int(gpu_memory * GiB) if gpu_memory else gpu

@@ -53,6 +53,7 @@ class ColBERTEmbedder(Embedder):
         self._settings: dict[str, Any] | None = None
         self._info: ModelInfo | None = None
         self._ckpt: Any = None
+        self._positions: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -108,9 +109,18 @@ class ColBERTEmbedder(Embedder):
         return self._info
 
     def tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
+        """The checkpoint's fast tokenizer (the chunker's), without transformers when ``tokenizer.json`` is there."""
+        if (self.path / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
 
-        return AutoTokenizer.from_pretrained(str(self.path)).backend_tokenizer
+            tok = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        else:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(self.path)).backend_tokenizer
+        tok.no_truncation()  # the chunker needs real counts; colbert-ai truncates by itself
+        tok.no_padding()
+        return tok
 
     def content_token_limit(self) -> int:
         return int(self.settings["doc_maxlen"]) - DOC_SPECIAL_TOKENS
@@ -166,7 +176,10 @@ class ColBERTEmbedder(Embedder):
     # ----------------------------------------------------------------------------------------------------------
 
     def _max_positions(self) -> int:
-        return json.loads((self.path / "config.json").read_text()).get("max_position_embeddings", 512) - 4
+        if self._positions is None:
+            config = json.loads((self.path / "config.json").read_text())
+            self._positions = config.get("max_position_embeddings", 512) - 4
+        return self._positions
 
     def _colbert_device(self) -> str:
         import torch
@@ -185,12 +198,13 @@ def _revision(path: Path) -> str:
 
 
 def _fingerprint(path: Path, settings: dict[str, Any]) -> str:
-    """Hash of the files that decide the vectors, and of the settings this embedder encodes with."""
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if f.suffix in (".safetensors", ".bin", ".json", ".txt", ".model", ".metadata"):
-            h.update(f.name.encode() + b"\x00")
-            with open(f, "rb") as fh:
-                while block := fh.read(8 << 20):
-                    h.update(block)
-    return h.hexdigest()
+    """Hash of the settings this embedder encodes with and of the checkpoint's model files (weights, configs,
+    tokenizer), as the local embedder fingerprints a model."""
+    from indexer.modelfiles import affects_vectors, hash_files
+
+    from indexer_colbert.checkpoint import CHECKPOINT_SETTINGS
+
+    decisive = {k: settings[k] for k in CHECKPOINT_SETTINGS if k in settings}
+    h = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode())
+    files = sorted(p for p in path.iterdir() if p.is_file() and affects_vectors(Path(p.name)))
+    return hash_files(files, path, h)

@@ -26,11 +26,11 @@ from typing import Any
 
 from indexer.errors import ConfigError
 
+from indexer_colbert.embedder import DOC_SPECIAL_TOKENS
+
 GiB = 1024**3
-DOC_SPECIAL_TOKENS = 3
 ENCODE_CHUNK_PASSAGES = 25_000
 TORCH_KMEANS_BELOW = 75_000  # passages; RAGatouille's switch between fast-pytorch-kmeans and faiss
-A100_GPU_BYTES = 40 * GiB  # Modal's plain "A100" may be the 40 GB card
 COLBERTV2_BYTES = 440 * 1024**2
 
 
@@ -103,9 +103,8 @@ def residual_bits(passages: int, nbits: int | None = None) -> int:
     10,000 chunks and 2 from there.
 
     RAGatouille picks 4 below 10,000 and 2 above. Below 10,000 chunks an index is small either way (8 bits: 132
-    bytes per token at 128 dims, against 68), and 4-bit residuals cost rankings: on the 2,538-chunk demo corpus
-    PLAID's top 10 shared 8.45 chunks with an exact MaxSim at 4 bits and 9.3 at 8 bits
-    (``scripts/check_colbert_agreement.py``)."""
+    bytes per token at 128 dims, against 68), and 4-bit residuals cost rankings: see the agreement table in
+    docs/colbert.md (``scripts/check_colbert_agreement.py --sweep``)."""
     if nbits is not None:
         return nbits
     return 8 if passages < 10_000 else 2
@@ -143,7 +142,8 @@ def estimate(passages: int, tokens: int, dim: int, *, added_passages: int | None
 
 
 def available_memory() -> tuple[int, int | None]:
-    """(available RAM, free GPU memory or None) on this machine."""
+    """(available RAM, free GPU memory or None) for this process: the machine's available memory, or less when a
+    cgroup (a container's memory limit) leaves less."""
     import psutil
 
     gpu = None
@@ -154,7 +154,22 @@ def available_memory() -> tuple[int, int | None]:
             gpu = int(torch.cuda.mem_get_info()[0])
     except Exception:  # no usable CUDA: nothing to check there
         gpu = None
-    return int(psutil.virtual_memory().available), gpu
+    ram = int(psutil.virtual_memory().available)
+    room = _cgroup_room()
+    return (ram if room is None else min(ram, room)), gpu
+
+
+def _cgroup_room() -> int | None:
+    """Bytes this process's cgroup (v2) may still allocate; None without a limit or a cgroup file system."""
+    from pathlib import Path
+
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def _size(n: float) -> str:

@@ -84,8 +84,6 @@ def build_index(source: str, db: str, model: str = MODEL, settings: dict | None 
 
 def build_body(source: str, db: str, model: str, settings: dict) -> dict:
     """What ``build_index`` runs wherever it runs: refuse a corpus that will not fit, then build."""
-    import psutil
-
     from indexer import api
     from indexer.config import BuildConfig
     from indexer_colbert.estimate import available_memory, estimate_source
@@ -93,10 +91,10 @@ def build_body(source: str, db: str, model: str, settings: dict) -> dict:
     config = BuildConfig.load(None, source=source, db=db, model=model, late_interaction="colbert",
                               progress=False, **settings)
     est = estimate_source(config)
-    _, gpu = available_memory()
-    # The container's memory limit, not the host's free memory, is what the build may use.
-    limit = MEMORY_MIB * 1024**2 if not modal.is_local() else int(psutil.virtual_memory().available)
-    est.check_fits(limit, gpu, where=f"this container ({GPU})" if not modal.is_local() else "this machine")
+    ram, gpu = available_memory()
+    if not modal.is_local():  # what the function asked Modal for, not the host's free memory
+        ram = min(ram, MEMORY_MIB * 1024**2)
+    est.check_fits(ram, gpu, where=f"this container ({GPU})" if not modal.is_local() else "this machine")
     summary = api.build(source, db=db, model=model, late_interaction="colbert", progress=False, **settings)
     return {"summary": summary.to_dict(), "estimate": est.__dict__}
 

@@ -9,15 +9,11 @@ search is an exact scan.
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import asdict
 from typing import Any, ClassVar
 
 from indexer.components import Hit
-from indexer.errors import ConfigError
-from indexer.types import ModelInfo
-from indexer_lancedb import META_KEY, RESULT_COLUMNS, VECTOR, LanceDBSink, _dumps, _hit, _table_meta
+from indexer_lancedb import RESULT_COLUMNS, VECTOR, LanceDBSink, _hit
 
 SINK_NAME = "lancedb-multivector"
 
@@ -30,33 +26,13 @@ class LanceDBMultivectorSink(LanceDBSink):
     """
 
     description: ClassVar[str] = "LanceDB table of per-token vectors (late interaction, MaxSim search)"
+    sink_name: ClassVar[str | None] = SINK_NAME
+    vector_kind: ClassVar[str] = "multivector"
+    other_kind_hint: ClassVar[str] = "use --late-interaction colbert, or the lancedb sink"
 
     def __init__(self, *, db: str, table: str, ann_min_rows: int = sys.maxsize, index_type: str = "IVF_PQ",
                  **options: Any):
         super().__init__(db=db, table=table, ann_min_rows=ann_min_rows, index_type=index_type, **options)
-
-    def open(self, model: ModelInfo, meta: dict[str, Any]) -> None:
-        from indexer.rows import embedded_schema
-
-        if model.kind != "multivector":
-            raise ConfigError(f"sink {SINK_NAME} stores per-token vectors; model {model.name} makes {model.kind} "
-                              "vectors (use --late-interaction colbert, or the lancedb sink)")
-        meta = {**meta, "model": asdict(model), "sink": SINK_NAME}
-        schema = embedded_schema(model.dimension, "multivector")
-        tbl = self._open_table(required=False)
-        if tbl is None:
-            vector = schema.field(VECTOR).with_metadata({META_KEY: _dumps(meta)})
-            self._tbl = self._connection().create_table(self.table,
-                                                        schema=schema.set(schema.get_field_index(VECTOR), vector))
-        else:
-            stored = _table_meta(tbl) or {}
-            if (stored.get("model") or {}).get("fingerprint") != model.fingerprint or stored.get("sink") != SINK_NAME:
-                raise ConfigError(f"table {self.table} in {self.db} holds other vectors than model {model.name}'s "
-                                  "per-token ones; pass another --table or leave --table out")
-            if stored != json.loads(_dumps(meta)):
-                tbl.update_field_metadata({"path": VECTOR, "metadata": {META_KEY: _dumps(meta)}})
-        self._schema = schema
-        self._writing = True
 
     def search(self, vectors: Any, k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         """Top ``k`` chunks per query by MaxSim (``Hit.score``: the sum over query tokens of the best cosine with
@@ -94,3 +70,34 @@ def maxsim(query: Any, docs: list[Any]) -> Any:
     sims = np.concatenate(docs) @ np.asarray(query, dtype=np.float32).T  # (all tokens, q)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     return np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
+
+
+def stored_vectors(db: str) -> tuple[list[str], list[Any]]:
+    """Chunk ids and their per-token vectors as the last build left them in the work directory (``<db>/_indexer``):
+    the very vectors both sinks were given."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from indexer.rows import multivector_rows
+
+    ids: list[str] = []
+    vectors: list[Any] = []
+    for f in sorted(Path(db, "_indexer", "vectors").rglob("*.parquet")):
+        table = pq.read_table(f, columns=["id", "vector"])
+        ids += table.column("id").to_pylist()
+        vectors += multivector_rows(table.column("vector"))
+    return ids, vectors
+
+
+def exact_ranking(query: Any, ids: list[str], vectors: list[Any]) -> list[tuple[str, float]]:
+    """(chunk id, MaxSim) of every chunk for one query, best first (ties by id)."""
+    scores = maxsim(query, vectors)
+    return sorted(zip(ids, (float(s) for s in scores)), key=lambda x: (-x[1], x[0]))
+
+
+def top_k(ranking: list[tuple[str, float]], k: int, tolerance: float = 1e-5) -> set[str]:
+    """The ids of an exact ranking's top ``k``, with every chunk tied with the k-th (within ``tolerance``): any of
+    them is a right answer for an approximate index."""
+    kth = ranking[min(k, len(ranking)) - 1][1]
+    return {i for i, score in ranking if score >= kth - tolerance}

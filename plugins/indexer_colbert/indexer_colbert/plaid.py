@@ -40,14 +40,14 @@ from indexer.config import option_bool, option_int
 from indexer.components import Embedder, Hit, Sink
 from indexer.errors import ConfigError
 from indexer.types import ModelInfo
+from indexer_lancedb import _check_shard_column
 
 from indexer_colbert.quiet import quiet
 
 SINK_NAME = "colbert"
 ROW_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata", "content_hash", "token_count"]
 # Candidates PLAID ranks by centroid scores before scoring a quarter of them exactly. RAGatouille sets 1024; on the
-# 2,538-chunk demo corpus (8-bit residuals) that shared 8.9 of an exact MaxSim's top 10, 2048 shared 9.3 and 8192
-# (every chunk) 9.4, at 0.12 / 0.15-0.2 / 0.5 s per query on 2 CPU cores.
+# demo corpus 2048 came closer to an exact MaxSim at little cost (docs/colbert.md, check_colbert_agreement --sweep).
 SEARCH_NDOCS = 2048
 
 
@@ -132,8 +132,7 @@ class PLAIDSink(Sink):
             rows_file.unlink(missing_ok=True)
             return 0
         table = pa.concat_tables(tables)
-        if set(table.column("shard").to_pylist()) != {shard}:
-            raise ValueError(f"rows written to shard {shard!r} are labelled with another shard")
+        _check_shard_column(table, shard)
         # Vectors first: rows without their vectors only cost an encoding, vectors without rows are ignored.
         _write_parquet(pending_file, table.select(["id", "content_hash", "vector"]))
         _write_parquet(rows_file, table.select(ROW_COLUMNS))
@@ -229,34 +228,39 @@ class PLAIDSink(Sink):
         if not self.index_path.is_dir():
             raise ConfigError(f"no PLAID index {self.table} in {self.db}; build it first "
                               f"(indexer build SOURCE --late-interaction colbert --db {self.db})")
-        live = len(_read_json(self.index_path / "pid_docid_map.json") or {})
+        rag = self._open_rag()
+        live = len(rag.model.pid_docid_map)
         out = []
         for q in queries:
             if k < 1 or not live:
                 out.append([])
                 continue
             with quiet():
-                results = self._open_rag().search(q, k=min(k, live))
+                results = rag.search(q, k=min(k, live))
             hits = [_hit(r) for r in results]
             hits.sort(key=lambda h: (-h.score, h.id))
             out.append(hits)
         return out
 
     def count(self) -> int:
-        return len(self._desired())
+        """Chunks the index holds once it is up to date (read from the row files' footers)."""
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in (self.root / "rows").glob("*.parquet"))
 
     def tables(self) -> list[dict[str, Any]]:
         folder = Path(self.db) / "_plaid"
         out = []
         for meta_file in sorted(folder.glob("*/meta.json")) if folder.is_dir() else []:
-            table = meta_file.parent.name
-            sink = PLAIDSink(db=self.db, table=table)
-            out.append({"table": table, "rows": len(_read_json(sink.index_path / "pid_docid_map.json") or {}),
-                        "meta": _read_json(meta_file)})
+            sink = PLAIDSink(db=self.db, table=meta_file.parent.name)
+            out.append({"table": sink.table, "rows": sink.count(), "meta": sink.meta()})
         return out
 
     def meta(self) -> dict[str, Any] | None:
-        return _read_json(self.root / "meta.json")
+        """What the index holds (``meta.json``), read once."""
+        if self._meta is None:
+            self._meta = _read_json(self.root / "meta.json")
+        return self._meta
 
     # ----------------------------------------------------------------------------------------------------------
 
@@ -319,7 +323,7 @@ class PLAIDSink(Sink):
 
         ram, _ = available_memory()
         est = estimate(len(index_rows), sum(r["token_count"] for r in index_rows.values()),
-                       int((self.meta() or {})["model"]["dimension"]), added_passages=len(added),
+                       int(self.meta()["model"]["dimension"]), added_passages=len(added),
                        added_tokens=sum(r["token_count"] for r in added.values()) if self.reuse_vectors else 0,
                        use_faiss=self.use_faiss, nbits=self.nbits)
         est.check_fits(ram)
@@ -331,7 +335,7 @@ class PLAIDSink(Sink):
         return resolve_checkpoint((meta.get("embedder") or {}).get("model") or meta["model"]["name"])
 
     def _doc_maxlen(self) -> int:
-        return int((self.meta() or {})["model"]["max_tokens"])
+        return int(self.meta()["model"]["max_tokens"])
 
     def _open_rag(self) -> Any:
         if self._rag is None:

@@ -21,7 +21,10 @@ def quiet() -> Iterator[None]:
     tqdm_disable = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # colbert-ai's own progress bars, per index chunk and per file loaded
     try:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
+        # tqdm reads TQDM_DISABLE when it is imported, and it may be already: its bars go to sys.stderr, resolved
+        # when each bar starts, so stderr goes to devnull too
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
+                contextlib.redirect_stderr(devnull), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
