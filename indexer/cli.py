@@ -52,7 +52,7 @@ def cli() -> None:
 @click.option("--late-interaction", metavar="NAME", help="Late-interaction indexing with plugin NAME (e.g. colbert): its embedder and, unless --sink is given, its sink.")
 @click.option("--device", help="auto, cpu, cuda, mps.")
 @click.option("--precision", help="auto (fastest that keeps cosine >= 0.999), exact, fast, fp32, bf16, fp16.")
-@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch (default 16384).")
+@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch (default: the embedder's; local: 4096 on CPU, 16384 on GPU).")
 @click.option("--sink", "sinks", multiple=True, help="Sink plugin (repeat; default: lancedb).")
 @click.option("--db", envvar="INDEXER_DB", help="LanceDB folder or URI (default: index.lancedb).")
 @click.option("--table", help="Table name (default: one per model, <model>-<fingerprint>).")

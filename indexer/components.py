@@ -228,15 +228,18 @@ class Embedder(Component):
     vectors in input order.
 
     :param model: a model id or path.
-    :param batch_tokens: padded tokens per batch (batch size x longest chunk in it).
+    :param batch_tokens: padded tokens per batch (batch size x longest chunk in it); ``None`` leaves it to
+        :meth:`token_budget` (:attr:`default_batch_tokens`, or what a subclass picks for its device).
     """
 
     #: vectors per chunk: "dense" (one) or "multivector" (one per token, late interaction).
     kind: ClassVar[str] = "dense"
     #: The model ``--late-interaction NAME`` embeds with when no --model is given (None: the build's default).
     default_model: ClassVar[str | None] = None
+    #: The padded-token budget per batch when none is given.
+    default_batch_tokens: ClassVar[int] = 16384
 
-    def __init__(self, model: str, *, batch_tokens: int = 16384, max_batch_size: int = 512, **options: Any):
+    def __init__(self, model: str, *, batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
         self.model = model
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
@@ -244,6 +247,10 @@ class Embedder(Component):
 
     def check(self) -> None:
         """Raise :class:`indexer.errors.ConfigError` when the model cannot be found. Called before any work."""
+
+    def token_budget(self) -> int:
+        """Padded tokens per batch that :meth:`batches` packs to."""
+        return self.batch_tokens if self.batch_tokens is not None else self.default_batch_tokens
 
     @property
     @abstractmethod
@@ -272,7 +279,8 @@ class Embedder(Component):
 
     def batches(self, chunks: Sequence[Chunk]) -> list[list[int]]:
         """Indices of ``chunks`` grouped into batches: sorted by token count (longest first, so a memory
-        problem shows up at once) and packed so that batch size x longest <= ``batch_tokens``."""
+        problem shows up at once) and packed so that batch size x longest <= :meth:`token_budget`."""
+        budget = self.token_budget()
         order = sorted(range(len(chunks)), key=lambda i: -chunks[i].token_count)
         out: list[list[int]] = []
         current: list[int] = []
@@ -280,7 +288,7 @@ class Embedder(Component):
         for i in order:
             n = chunks[i].token_count + 2
             new_longest = max(longest, n)
-            if current and (new_longest * (len(current) + 1) > self.batch_tokens or len(current) >= self.max_batch_size):
+            if current and (new_longest * (len(current) + 1) > budget or len(current) >= self.max_batch_size):
                 out.append(current)
                 current, new_longest = [], n
             current.append(i)

@@ -53,7 +53,7 @@ class BuildConfig:
     late_interaction: str | None = None  # a late-interaction plugin (e.g. "colbert"): its embedder and sink
     device: str = "auto"
     precision: str = "auto"
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None  # None = the embedder's default (local: 4096 on CPU, 16384 on GPU)
 
     sinks: list[str] = field(default_factory=lambda: ["lancedb"])
     db: str = DEFAULT_DB

@@ -61,7 +61,7 @@ class Plan:
             "embedder": {
                 "name": cfg.embedder,
                 "model": cfg.model,
-                "options": {"device": cfg.device, "precision": cfg.precision, "batch_tokens": cfg.batch_tokens,
+                "options": {"device": cfg.device, "precision": cfg.precision, "batch_tokens": self.embedder.token_budget(),
                             **cfg.component_options("embedder")},
             },
             "chunking": self.chunker.settings() if self.chunker else (self.work.chunkset_info(self.chunkset) or {}).get("chunking"),
@@ -96,6 +96,8 @@ def detect_source(uri: str, host: Host) -> str:
 
 def make_embedder(config: BuildConfig, host: Host) -> Embedder:
     cls = host.component("embedder", config.embedder)
+    if config.batch_tokens is not None and config.batch_tokens < 1:
+        raise ConfigError(f"--batch-tokens must be at least 1 (got {config.batch_tokens})")
     return cls(config.model, device=config.device, precision=config.precision, batch_tokens=config.batch_tokens,
                **config.component_options("embedder"))
 

@@ -178,6 +178,15 @@ def test_batches_respect_the_token_budget(model_path):
     assert _row_cos(vecs, whole).min() >= 0.99999
 
 
+def test_the_default_budget_follows_the_device(model_path):
+    from indexer_local import CPU_BATCH_TOKENS
+
+    assert LocalEmbedder(model_path, device="cpu").token_budget() == CPU_BATCH_TOKENS
+    assert LocalEmbedder(model_path, device="cpu", batch_tokens=600).token_budget() == 600
+    gpu = LocalEmbedder(model_path, device="cuda")
+    assert gpu.token_budget() == gpu.default_batch_tokens > CPU_BATCH_TOKENS  # decided without loading the model
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Tiny random models: configuration is read from the model's own files
 # ----------------------------------------------------------------------------------------------------------------

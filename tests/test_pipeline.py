@@ -126,6 +126,7 @@ def test_bad_records_are_reported_and_good_ones_kept(tmp_path, host):
         ({"model": "missing-model"}, "model missing-model not found"),
         ({"source": "/no/such/file.fake.json"}, "does not exist"),
         ({"source": "/no/such/thing.xyz"}, "no source can read"),
+        ({"batch_tokens": 0}, "--batch-tokens must be at least 1 (got 0)"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, host, change, message):

@@ -32,6 +32,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # Sequence lengths are padded up to a multiple of this: a handful of distinct shapes keeps oneDNN/cuBLAS
 # kernel choices (and compiled graphs) reusable, and length-sorted batches waste almost nothing on it.
 _LENGTH_MULTIPLE = 8
+# Padded tokens per batch on a CPU. Bigger batches only add rows to each matmul, and once a layer's output
+# (rows x 1,536 for MiniLM's FFN) no longer fits the caches the GEMMs slow down: on a 2-core AMX Xeon, exact
+# mode ran 11.8k tokens/s at 16,384 and 14.0k at 4,096 (scripts/bench_embed.py --batch-tokens; docs/benchmarks.md).
+# A GPU keeps the base default (16,384), which it needs to stay busy.
+CPU_BATCH_TOKENS = 4096
 
 
 class LocalEmbedder(Embedder):
@@ -47,6 +52,7 @@ class LocalEmbedder(Embedder):
     :param document_prompt: the same for chunks; ``None`` uses the model's default prompt, or its
         ``document``/``passage`` prompt. ``""`` turns a prompt off.
     :param threads: torch CPU threads; ``None`` uses every core this process may run on.
+    :param batch_tokens: padded tokens per batch; ``None``: 4,096 on a CPU, 16,384 on a GPU.
     """
 
     description = "Hugging Face sentence-embedding model run locally with transformers (CPU, CUDA, MPS)"
@@ -60,7 +66,7 @@ class LocalEmbedder(Embedder):
         query_prompt: str | None = None,
         document_prompt: str | None = None,
         threads: int | None = None,
-        batch_tokens: int = 16384,
+        batch_tokens: int | None = None,
         max_batch_size: int = 512,
         **options: Any,
     ):
@@ -265,6 +271,11 @@ class LocalEmbedder(Embedder):
                 precision=self._choose()[1],
             )
         return self._info
+
+    def token_budget(self) -> int:
+        if self.batch_tokens is not None:
+            return self.batch_tokens
+        return CPU_BATCH_TOKENS if self._choose()[0] == "cpu" else self.default_batch_tokens
 
     def _fingerprint(self) -> str:
         root = self._resolve()

@@ -36,7 +36,7 @@ class ModalTEIEmbedder(Embedder):
     description = "TEI on Modal GPUs: batches .map-ed over the indexer_modal app's TEIServer containers"
 
     def __init__(self, model: str = DEFAULT_MODEL, *, revision: str = "", device: str = "auto",
-                 precision: str = "auto", batch_tokens: int = 16384, max_batch_size: int = 512, **options: Any):
+                 precision: str = "auto", batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
         super().__init__(model, batch_tokens=batch_tokens, max_batch_size=max_batch_size, **options)
         self.revision = revision  # device: accepted like every embedder's; the GPU type is the app's setting
         self.precision = precision
@@ -51,8 +51,6 @@ class ModalTEIEmbedder(Embedder):
         if self.precision not in ("auto", "fast"):
             raise ConfigError("the modal-tei embedder runs whatever dtype TEI serves; use --precision auto, and choose "
                               "the dtype with INDEXER_MODAL_ROUTER_ARGS='--dtype float32' at deploy time")
-        if self.batch_tokens < 1:
-            raise ConfigError(f"--batch-tokens must be at least 1 (got {self.batch_tokens})")
         self.describe()
 
     # -- the GPU class -------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ class TEIEmbedder(Embedder):
         backoff_max: float = 30.0,
         device: str = "auto",
         precision: str = "auto",
-        batch_tokens: int = 16384,
+        batch_tokens: int | None = None,
         max_batch_size: int = 512,
         **options: Any,
     ):

@@ -44,7 +44,7 @@ class ColBERTEmbedder(Embedder):
     default_model: ClassVar[str | None] = "colbert-ir/colbertv2.0"
 
     def __init__(self, model: str, *, device: str = "auto", precision: str = "auto", doc_maxlen: int | None = None,
-                 batch_tokens: int = 16384, max_batch_size: int = 512, **options: Any):
+                 batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
         super().__init__(model, batch_tokens=batch_tokens, max_batch_size=max_batch_size, **options)
         self.device = device
         self.precision = precision
@@ -74,12 +74,14 @@ class ColBERTEmbedder(Embedder):
                 f"--device {self.device}: colbert-ai encodes on {self._colbert_device()} here (it uses CUDA whenever "
                 "a GPU is visible; set CUDA_VISIBLE_DEVICES= to keep it on the CPU)"
             )
-        if self._colbert_device() == "cpu":
-            self.batch_tokens = min(self.batch_tokens, CPU_BATCH_TOKENS)
         limit = self._max_positions()
         if not DOC_SPECIAL_TOKENS < settings["doc_maxlen"] <= limit:
             raise ConfigError(f"doc_maxlen {settings['doc_maxlen']} must be between {DOC_SPECIAL_TOKENS + 1} and "
                               f"{limit} for {self.model}")
+
+    def token_budget(self) -> int:
+        budget = super().token_budget()
+        return min(budget, CPU_BATCH_TOKENS) if self._colbert_device() == "cpu" else budget
 
     @property
     def path(self) -> Path:
