@@ -248,6 +248,10 @@ class Embedder(Component):
     def check(self) -> None:
         """Raise :class:`indexer.errors.ConfigError` when the model cannot be found. Called before any work."""
 
+    def release(self) -> None:
+        """Let go of a loaded model (the next embedding loads it again). The pipeline calls this when a run has
+        nothing more to embed, before the sinks build their indexes."""
+
     def token_budget(self) -> int:
         """Padded tokens per batch that :meth:`batches` packs to."""
         return self.batch_tokens if self.batch_tokens is not None else self.default_batch_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pyarrow as pa
 
@@ -23,6 +24,15 @@ CHUNK_SCHEMA = pa.schema(
         pa.field("shard", pa.string(), nullable=False),
     ]
 )
+
+
+def stream_parquet(path: Any) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` to read batch by batch in bounded memory. pyarrow's default pre-buffering
+    fetches the column chunks of every row group asked for before the first batch: reading a 106,755-row vector
+    file 4,096 rows at a time held 191 MiB of Arrow memory that way, 47 MiB without."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False)
 
 
 def vector_field(dimension: int) -> pa.Field:

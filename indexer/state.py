@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.rows import CHUNK_SCHEMA, embedded_schema, multivector_rows
+from indexer.rows import CHUNK_SCHEMA, embedded_schema, multivector_rows, stream_parquet
 
 
 
@@ -118,8 +118,8 @@ class WorkDir:
 
     def embedded_batches(self, model: str, chunkset: str, shard: str, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
         """The shard's chunks joined with their vectors, streamed (both files share one row order)."""
-        chunks = pq.ParquetFile(self.chunk_file(chunkset, shard))
-        vectors = pq.ParquetFile(self.vector_file(model, chunkset, shard))
+        chunks = stream_parquet(self.chunk_file(chunkset, shard))
+        vectors = stream_parquet(self.vector_file(model, chunkset, shard))
         schema = embedded_schema(*_vector_kind(vectors.schema_arrow.field("vector")))
         for cb, vb in zip(
             chunks.iter_batches(batch_size=batch_rows), vectors.iter_batches(batch_size=batch_rows, columns=["id", "vector"])

@@ -210,7 +210,7 @@ def main() -> None:
 
     base = tokens / statistics.median(times["sentence-transformers"])
     rows = []
-    print(f"\n| variant | tokens/s | vs s-t | of compute bound | min row cosine vs s-t fp32 |\n|---|---|---|---|---|")
+    print("\n| variant | tokens/s | vs s-t | of compute bound | min row cosine vs s-t fp32 |\n|---|---|---|---|---|")
     for name in names:
         rate = tokens / statistics.median(times[name])
         prec = "fp32" if name == "sentence-transformers" else name.rsplit("(", 1)[1].rstrip(")")

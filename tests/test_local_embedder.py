@@ -293,3 +293,12 @@ def test_hub_id_resolves_to_the_packaged_copy(model_path):
     emb.check()
     assert emb.info.dimension == 384 and emb.info.max_tokens == 256
     assert emb.info.fingerprint == LocalEmbedder(model_path).info.fingerprint
+
+
+def test_release_lets_go_of_the_model_and_the_next_embedding_loads_it_again(model_path):
+    emb = LocalEmbedder(model_path, precision="exact", device="cpu")
+    chunks = _chunks(emb, _texts(6, seed=5))
+    before = emb.embed(chunks)
+    emb.release()
+    assert emb._net is None
+    assert _row_cos(emb.embed(chunks), before).min() >= 0.99999

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from indexer.components import Sink
+from indexer.rows import stream_parquet
 from indexer.types import ModelInfo
 
 from .publish import PublishSettings, finish, write_folder
@@ -72,8 +73,6 @@ class HubSink(Sink):
         return rows
 
     def close(self) -> None:
-        import pyarrow.parquet as pq
-
         if self._meta is None or self._model is None:
             return
         meta, self._meta = self._meta, None
@@ -86,7 +85,7 @@ class HubSink(Sink):
         def rows() -> Iterator[Any]:
             for shard in shards:
                 if self._staged(shard).exists():
-                    yield from pq.ParquetFile(self._staged(shard)).iter_batches(batch_size=4096)
+                    yield from stream_parquet(self._staged(shard)).iter_batches(batch_size=4096)
 
         stats = write_folder(rows(), self.folder, meta=meta, table=self.table, settings=self.settings)
         finish(self.folder, stats, self.settings)

@@ -272,6 +272,15 @@ class LocalEmbedder(Embedder):
             )
         return self._info
 
+    def release(self) -> None:
+        with self._lock:
+            net, self._net = self._net, None
+        if net is not None and str(self._torch_device).startswith("cuda"):
+            import torch
+
+            del net
+            torch.cuda.empty_cache()
+
     def token_budget(self) -> int:
         if self.batch_tokens is not None:
             return self.batch_tokens

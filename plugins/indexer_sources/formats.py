@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from indexer.components import FieldMapping
 from indexer.errors import BadInputError, ConfigError
+from indexer.rows import stream_parquet
 
 Records = Iterator[tuple[str, Any]]
 
@@ -166,9 +167,7 @@ def parquet_row_ranges(path: str | Path, rows_per_shard: int) -> list[tuple[list
 
 def read_parquet(path: str | Path, row_groups: list[int] | None, first_row: int, columns: list[str] | None) -> Records:
     """Records of some row groups of a parquet file; locators are 0-based ``row N`` within the file."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
+    pf = stream_parquet(path)
     row = first_row
     for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=row_groups, columns=columns):
         for record in batch.to_pylist():

@@ -79,6 +79,9 @@ class ColBERTEmbedder(Embedder):
             raise ConfigError(f"doc_maxlen {settings['doc_maxlen']} must be between {DOC_SPECIAL_TOKENS + 1} and "
                               f"{limit} for {self.model}")
 
+    def release(self) -> None:
+        self._ckpt = None
+
     def token_budget(self) -> int:
         budget = super().token_budget()
         return min(budget, CPU_BATCH_TOKENS) if self._colbert_device() == "cpu" else budget
