@@ -102,6 +102,18 @@ def matmul_gflops(dtype_name: str, device: str) -> dict[str, float]:
     return out
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the matmul extensions that decide the precision (Linux; else the architecture)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.machine())
+    flags = next((set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), set())
+    wanted = ["avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8"]
+    return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512'})"
+
+
 def flops_per_token(config: dict, lengths: list[int]) -> tuple[float, float, float]:
     """(matmul FLOPs/token, attention FLOPs/token, token-weighted mean length) for a BERT-like encoder."""
     h = config["hidden_size"]
@@ -165,7 +177,7 @@ def main() -> None:
     for key, emb in embedders.items():
         variants[f"indexer {'/'.join(labels[key])} ({key})"] = lambda emb=emb: emb.embed(chunks)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+    print(f"machine: {cpu_description()}, {torch.get_num_threads()} torch threads, "
           f"device {device}, torch {torch.__version__}")
     print(f"text: {len(chunks)} chunks, {tokens:,} tokens incl. specials, mean {tokens / len(chunks):.1f}, "
           f"min {min(lengths)}, median {int(statistics.median(lengths))}, max {max(lengths)} ({source})")
