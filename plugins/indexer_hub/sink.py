@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from indexer.components import Sink
-from indexer.rows import stream_parquet
 from indexer.types import ModelInfo
 
 from .publish import PublishSettings, finish, write_folder
@@ -73,6 +72,8 @@ class HubSink(Sink):
         return rows
 
     def close(self) -> None:
+        from indexer.rows import stream_parquet  # pyarrow: imported on first use
+
         if self._meta is None or self._model is None:
             return
         meta, self._meta = self._meta, None

@@ -20,7 +20,6 @@ from typing import IO, Any
 
 from indexer.components import FieldMapping
 from indexer.errors import BadInputError, ConfigError
-from indexer.rows import stream_parquet
 
 Records = Iterator[tuple[str, Any]]
 
@@ -167,6 +166,8 @@ def parquet_row_ranges(path: str | Path, rows_per_shard: int) -> list[tuple[list
 
 def read_parquet(path: str | Path, row_groups: list[int] | None, first_row: int, columns: list[str] | None) -> Records:
     """Records of some row groups of a parquet file; locators are 0-based ``row N`` within the file."""
+    from indexer.rows import stream_parquet  # pyarrow: imported on first use
+
     pf = stream_parquet(path)
     row = first_row
     for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=row_groups, columns=columns):
