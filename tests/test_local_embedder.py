@@ -93,6 +93,18 @@ def test_cpu_fast_path_is_in_place(model_path, precision):
         assert net.config._attn_implementation == want
 
 
+@pytest.mark.parametrize("flags, want", [({"avx512_bf16"}, "indexer_blocked_cpu"),
+                                         ({"avx512_bf16", "amx_bf16"}, "sdpa")])
+def test_bf16_attention_follows_the_cpu(model_path, monkeypatch, flags, want):
+    import indexer_local
+
+    monkeypatch.setattr(indexer_local, "_cpu_flags", lambda: frozenset(flags))
+    net = LocalEmbedder(model_path, precision="bf16", device="cpu")._load()
+    if not net._supports_attention_backend:
+        pytest.skip("BERT in transformers 4 has its own attention modules")
+    assert net.config._attn_implementation == want
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("mask_kind", ["padding", "general", "additive", "none"])
 def test_blocked_attention_matches_sdpa(dtype, mask_kind):
@@ -187,6 +199,7 @@ def test_the_default_budget_follows_the_device(model_path):
     assert LocalEmbedder(model_path, device="cpu", batch_tokens=600).token_budget() == 600
     gpu = LocalEmbedder(model_path, device="cuda")
     assert gpu.token_budget() == gpu.default_batch_tokens > CPU_BATCH_TOKENS  # decided without loading the model
+    assert gpu._net is None
 
 
 # ----------------------------------------------------------------------------------------------------------------

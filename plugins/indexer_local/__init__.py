@@ -35,7 +35,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 _LENGTH_MULTIPLE = 8
 # Padded tokens per batch on a CPU. Bigger batches only add rows to each matmul, and once a layer's output
 # (rows x 1,536 for MiniLM's FFN) no longer fits the caches the GEMMs slow down: on a 2-core AMX Xeon, exact
-# mode ran 11.8k tokens/s at 16,384 and 14.0k at 4,096 (scripts/bench_embed.py --batch-tokens; docs/benchmarks.md).
+# mode ran 10.1k tokens/s at 16,384 and 13.2k at 4,096 (scripts/bench_embed.py --batch-tokens, --gemm-rows;
+# docs/benchmarks.md).
 # A GPU keeps the base default (16,384), which it needs to stay busy.
 CPU_BATCH_TOKENS = 4096
 
@@ -275,11 +276,10 @@ class LocalEmbedder(Embedder):
 
     def release(self) -> None:
         with self._lock:
-            net, self._net = self._net, None
-        if net is not None and str(self._torch_device).startswith("cuda"):
+            self._net = None
+        if str(self._torch_device).startswith("cuda"):  # hand the freed blocks back to the driver
             import torch
 
-            del net
             torch.cuda.empty_cache()
 
     def token_budget(self) -> int:
