@@ -274,7 +274,8 @@ def return_freed_memory() -> None:
     loaded takes 0.2-0.4 s.
     """
     # Arrow's own pool (mimalloc or jemalloc) keeps what the shard's Parquet reads and the sinks' writes freed,
-    # out of malloc_trim's reach: 200-300 MiB after a 100k-row LanceDB append.
+    # out of malloc_trim's reach: returning it took a 106,755-chunk build's peak from 1,572 to 1,291 MiB
+    # (scripts/bench_memory.py; docs/benchmarks.md).
     pa.default_memory_pool().release_unused()
     try:
         import ctypes

@@ -28,8 +28,9 @@ CHUNK_SCHEMA = pa.schema(
 
 def stream_parquet(path: Any) -> Any:
     """A ``pyarrow.parquet.ParquetFile`` to read batch by batch in bounded memory. pyarrow's default pre-buffering
-    fetches the column chunks of every row group asked for before the first batch: reading a 106,755-row vector
-    file 4,096 rows at a time held 191 MiB of Arrow memory that way, 47 MiB without."""
+    fetches the column chunks of every row group asked for before the first batch, so memory grew with the file:
+    without it a 106,755-chunk build peaked at 1,059 MiB before its index build instead of 1,198
+    (scripts/bench_memory.py; docs/benchmarks.md)."""
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path, pre_buffer=False)

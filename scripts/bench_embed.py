@@ -3,6 +3,7 @@
     python scripts/bench_embed.py [--chunks 2000] [--rounds 3] [--device auto] [--model MODEL] [--modes auto,exact]
     python scripts/bench_embed.py --profile       # then: where each indexer variant spends its time (torch ops)
     python scripts/bench_embed.py --attention     # only: torch SDPA against the CPU blocked attention, per length
+    python scripts/bench_embed.py --gemm-rows 2048,16384   # only: the main GEMM's rate per batch height
 
 Text: the demo corpus (data/demo/wiki-demo.jsonl) cut by the built-in token chunker; without that chunker, the
 extracts of shared/data/wiki-sample cut into token windows of 20-254 tokens. Every variant embeds the same chunks
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 from indexer.types import Chunk, Document  # noqa: E402
-from indexer_local import LocalEmbedder  # noqa: E402
+from indexer_local import LocalEmbedder, _cpu_flags  # noqa: E402
 
 DEMO = REPO / "data" / "demo" / "wiki-demo.jsonl"
 WIKI = REPO.parent / "shared" / "data" / "wiki-sample" / "summaries_en-us.json"
@@ -71,12 +72,12 @@ def load_chunks(embedder: LocalEmbedder, n: int) -> tuple[list[Chunk], str]:
     return chunks, f"{WIKI.name} extracts cut into token windows of 20-{min(254, limit)} tokens"
 
 
-def matmul_gflops(dtype_name: str, device: str) -> dict[str, float]:
-    """GFLOP/s of the GEMM shape this model spends most time in (tokens x hidden -> 4 x hidden)."""
+def matmul_gflops(dtype_name: str, device: str, m: int = 8192) -> dict[str, float]:
+    """GFLOP/s of the GEMM shape this model spends most time in (m tokens x hidden -> 4 x hidden)."""
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    m, k, n = 8192, 384, 1536
+    k, n = 384, 1536
     x = torch.randn(m, k, device=device).to(dtype)
     w = torch.randn(n, k, device=device).to(dtype)
     b = torch.randn(n, device=device).to(dtype)
@@ -109,7 +110,7 @@ def cpu_description() -> str:
     except OSError:
         return platform.processor() or platform.machine()
     name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.machine())
-    flags = next((set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), set())
+    flags = _cpu_flags()  # the embedder's own reading, which chooses its precision and attention
     wanted = ["avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8"]
     return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512'})"
 
@@ -137,10 +138,22 @@ def main() -> None:
                                                      "4,096 on a CPU and 16,384 on a GPU)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--profile", action="store_true", help="after the rounds, profile one run of each indexer variant")
+    ap.add_argument("--gemm-rows", help="only print the matmul rate of the model's main GEMM at these row counts "
+                                        "(comma-separated; a batch's padded tokens), per precision")
     ap.add_argument("--attention", action="store_true",
                     help="only compare torch SDPA with the local embedder's blocked CPU attention, at the model's head "
                          "shape, per sequence length and precision")
     args = ap.parse_args()
+    if args.gemm_rows:
+        device = LocalEmbedder(args.model, device=args.device)._choose()[0]
+        print(f"GFLOP/s of rows x 384 by 384 x 1536 on {cpu_description() if device == 'cpu' else device}:")
+        print("| rows | precision | torch linear | oneDNN packed |\n|---|---|---|---|")
+        for m in (int(x) for x in args.gemm_rows.split(",")):
+            for precision in ("fp32", "bf16"):
+                rates = matmul_gflops(precision, device, m)
+                print(f"| {m:,} | {precision} | {rates['torch linear']:,.0f} | "
+                      f"{rates.get('oneDNN packed', float('nan')):,.0f} |")
+        return
     if args.attention:
         budget = LocalEmbedder(args.model, device=args.device, batch_tokens=args.batch_tokens).token_budget()
         bench_attention(args.model, args.rounds, budget)

@@ -8,6 +8,7 @@ peak RSS of that subprocess is read from the kernel (ru_maxrss of the child).
     python scripts/bench_memory.py --small 2000 --large 20000 --max-tokens 32
     python scripts/bench_memory.py --build-args "--option lancedb.ann_min_rows=1000000000"   # no ANN index build
     python scripts/bench_memory.py --sink-rows 14234,106755,400000   # the LanceDB sink alone, on random vectors
+    python scripts/bench_memory.py --sink-rows 20000,106755 --sink-option ann_min_rows=1 --sink-option index_type=IVF_SQ
 
 Besides the kernel's peak, the child's RSS is sampled every 0.25 s, so a build that ends with an ANN index build
 (the sink prints how long it took) reports its peak before and during that step separately. ``--sink-rows``
@@ -119,7 +120,7 @@ def build_peak_rss(corpus: Path, work: Path, args) -> dict:
     return out
 
 
-def sink_memory(rows: int) -> dict:
+def sink_memory(rows: int, options: dict[str, str]) -> dict:
     """Streams ``rows`` synthetic rows through the LanceDB sink (one shard) and closes it; RSS before, and peaks
     while writing and while closing (the ANN index build, from ann_min_rows rows)."""
     import numpy as np
@@ -143,7 +144,7 @@ def sink_memory(rows: int) -> dict:
 
     model = ModelInfo("random", "local", "0" * 16, dim, "mean", True, 256)
     with tempfile.TemporaryDirectory() as tmp:
-        sink = LanceDBSink(db=tmp, table="t")
+        sink = LanceDBSink(db=tmp, table="t", **options)
         sink.open(model, {})
         base = rss_mib()
         sampler = Sampler()
@@ -165,18 +166,22 @@ def main() -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--build-args", default="", help="extra `indexer build` arguments for both runs")
     ap.add_argument("--sink-rows", help="comma-separated row counts: measure the LanceDB sink alone at each")
+    ap.add_argument("--sink-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a LanceDB sink option for --sink-rows (repeat), e.g. ann_min_rows=1 or index_type=IVF_PQ")
     ap.add_argument("--only", type=int, help=argparse.SUPPRESS)  # internal: measure one size in this process
     ap.add_argument("--only-sink", type=int, help=argparse.SUPPRESS)  # internal: the sink alone, in this process
     args = ap.parse_args()
 
     if args.only_sink is not None:
-        print(json.dumps(sink_memory(args.only_sink)))
+        print(json.dumps(sink_memory(args.only_sink, dict(o.split("=", 1) for o in args.sink_option))))
         return 0
     if args.sink_rows:
-        print("LanceDB sink alone, one shard of N rows (384-dim vectors), RSS added over the process before writing:")
+        print("LanceDB sink alone, one shard of N rows (384-dim vectors), RSS added over the process before writing"
+              + (f" ({', '.join(args.sink_option)})" if args.sink_option else "") + ":")
         for n in (int(x) for x in args.sink_rows.split(",")):
-            out = subprocess.run([sys.executable, __file__, "--only-sink", str(n)], check=True, capture_output=True,
-                                 text=True)
+            options = [a for o in args.sink_option for a in ("--sink-option", o)]
+            out = subprocess.run([sys.executable, __file__, "--only-sink", str(n), *options], check=True,
+                                 capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             close = (f"close (ANN index build) +{r['close_mib'] - r['base_mib']:.0f} MiB in {r['close_seconds']:.0f} s"
                      if r["index"] else "close: no ANN index (below ann_min_rows)")
