@@ -211,7 +211,6 @@ def _prepare_shard(job: ShardJob) -> ShardResult:
     plan = plan_for_job(job)
     shard, work, embedder = job.shard, plan.work, plan.embedder
     result = ShardResult(shard=shard.key, precision=plan.model.precision)
-    previous = work.load_vectors_by_hash(plan.model_key, plan.chunkset, shard.key)
     chunk_path = work.chunk_file(plan.chunkset, shard.key)
     vector_path = work.vector_file(plan.model_key, plan.chunkset, shard.key)
     vschema = vector_schema(plan.model.dimension, plan.model.kind)
@@ -225,6 +224,8 @@ def _prepare_shard(job: ShardJob) -> ShardResult:
         # a re-embed leaves the stored chunks as they are
         chunk_writer = None if job.from_chunks else pq.ParquetWriter(stack.enter_context(atomic_path(chunk_path)), CHUNK_SCHEMA)
         vector_writer = pq.ParquetWriter(vtmp, vschema)
+        # entered last, closed first: the file is let go of before the new one is renamed over it
+        previous = stack.enter_context(work.previous_vectors(plan.model_key, plan.chunkset, shard.key))
         t0 = time.perf_counter()
         for chunks in _chunk_blocks(plan, job, result):
             t1 = time.perf_counter()
@@ -238,9 +239,10 @@ def _prepare_shard(job: ShardJob) -> ShardResult:
             result.embedded_chunks += len(todo)
             result.embedded_tokens += sum(c.token_count for c in todo)
             result.reused_chunks += len(chunks) - len(todo)
-            fresh_by_hash = {c.content_hash: fresh[i] for i, c in enumerate(todo)}
-            vectors = [fresh_by_hash[c.content_hash] if c.content_hash in fresh_by_hash else previous[c.content_hash]
-                       for c in chunks]
+            by_hash = {c.content_hash: fresh[i] for i, c in enumerate(todo)}
+            reused = [c.content_hash for c in chunks if c.content_hash not in by_hash]
+            by_hash.update(zip(reused, previous.get(reused)))
+            vectors = [by_hash[c.content_hash] for c in chunks]
             if chunk_writer is not None:
                 chunk_writer.write_batch(chunks_to_batch(chunks, shard.key))
             if plan.model.kind == "multivector":

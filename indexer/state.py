@@ -71,6 +71,79 @@ def _vector_kind(field: pa.Field) -> tuple[int, str]:
     return field.type.value_type.list_size, "multivector"
 
 
+class StoredVectors:
+    """The vectors of a shard's previous vector file, looked up by content hash without reading the file whole.
+
+    A changed shard is cut again and only its new chunks are embedded; the others take their vectors from here.
+    Only the hash column is held (~0.1 KB a chunk, against 1.5 KB for a 384-dim vector and far more for a
+    multivector); vectors are read a row group (one block of the earlier run) at a time, when a block asks for
+    them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the next row
+    groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited peaked at
+    1,338 MiB when the file was read whole, 1,138 MiB this way (``scripts/bench_memory.py --rebuild``;
+    docs/benchmarks.md). A context manager; a missing file is an empty set.
+    """
+
+    KEEP = 2  # row groups held
+
+    def __init__(self, path: Path):
+        self._file = stream_parquet(path) if path.exists() else None
+        self._row: dict[str, int] = {}
+        self._starts: list[int] = [0]
+        self._groups: dict[int, Any] = {}  # row group → its vectors (numpy rows), the most recently read last
+        if self._file is None:
+            return
+        for batch in self._file.iter_batches(columns=["content_hash"]):
+            start = len(self._row)
+            self._row.update(zip(batch.column(0).to_pylist(), range(start, start + batch.num_rows)))
+        meta = self._file.metadata
+        for i in range(meta.num_row_groups):
+            self._starts.append(self._starts[-1] + meta.row_group(i).num_rows)
+        self._multivector = _vector_kind(self._file.schema_arrow.field("vector"))[1] == "multivector"
+
+    def __contains__(self, content_hash: str) -> bool:
+        return content_hash in self._row
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def get(self, hashes: list[str]) -> list[Any]:
+        """The stored vector of each hash (each must be ``in`` the set), in order: a float32 array, ``(dimension,)``
+        or, for a multivector, ``(tokens, dimension)``."""
+        import bisect
+
+        rows = [self._row[h] for h in hashes]
+        group_of = [bisect.bisect_right(self._starts, r) - 1 for r in rows]
+        return [self._group(g)[r - self._starts[g]] for r, g in zip(rows, group_of)]
+
+    def _group(self, g: int) -> Any:
+        if g in self._groups:
+            self._groups[g] = self._groups.pop(g)  # most recently used last
+            return self._groups[g]
+        assert self._file is not None
+        column = self._file.read_row_group(g, columns=["vector"]).column(0)
+        if self._multivector:
+            vectors = multivector_rows(column)
+        else:
+            flat = column.combine_chunks()
+            vectors = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, flat.type.list_size)
+        while len(self._groups) >= self.KEEP:
+            del self._groups[next(iter(self._groups))]
+        self._groups[g] = vectors
+        return vectors
+
+    def close(self) -> None:
+        self._groups.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "StoredVectors":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 class WorkDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -102,19 +175,9 @@ class WorkDir:
     def vector_file(self, model: str, chunkset: str, shard: str) -> Path:
         return self.root / "vectors" / model / chunkset / f"{shard}.parquet"
 
-    def load_vectors_by_hash(self, model: str, chunkset: str, shard: str) -> dict[str, Any]:
-        """content hash → vector from the shard's previous vector file (empty when there is none)."""
-        path = self.vector_file(model, chunkset, shard)
-        if not path.exists():
-            return {}
-        table = pq.read_table(path, columns=["content_hash", "vector"])
-        hashes = table.column("content_hash").to_pylist()
-        if _vector_kind(table.schema.field("vector"))[1] == "multivector":
-            return dict(zip(hashes, multivector_rows(table.column("vector"))))
-        flat = table.column("vector").combine_chunks()
-        dim = flat.type.list_size
-        vectors = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-        return dict(zip(hashes, vectors))
+    def previous_vectors(self, model: str, chunkset: str, shard: str) -> "StoredVectors":
+        """The shard's previous vectors, by content hash (none when the shard has no vector file yet)."""
+        return StoredVectors(self.vector_file(model, chunkset, shard))
 
     def embedded_batches(self, model: str, chunkset: str, shard: str, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
         """The shard's chunks joined with their vectors, streamed (both files share one row order)."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from fakes import FakePlugin, HashEmbedder, MemorySink
@@ -93,6 +96,57 @@ def test_editing_one_document_reembeds_only_its_chunks(tmp_path, host):
     assert [i for i in after if i.startswith("a1#")] == ["a1#0"]
     assert after["a1#0"]["text"] == words(4, "new")
     assert {i: r for i, r in after.items() if not i.startswith("a1#")} == {i: r for i, r in before.items() if not i.startswith("a1#")}
+
+
+def test_reused_vectors_are_read_from_the_right_row_groups(tmp_path, host):
+    # One shard of 12 documents in blocks of 2: its vector file holds 6 row groups. The edit removes an early
+    # document, changes one in the middle and appends one, so every reused row moves to another row and most to
+    # another row group; each reused vector must still be the one its text had.
+    docs = [{"id": f"d{i}", "text": words(6, f"t{i}-")} for i in range(12)]
+    src = corpus(tmp_path, {"a": docs})
+    cfg = config(tmp_path, src, block_docs=2)
+    pipeline.build(cfg)
+    from indexer.state import WorkDir
+
+    vector_files = list((WorkDir(cfg.work_path).root / "vectors").rglob("*.parquet"))
+    assert [pq.ParquetFile(f).metadata.num_row_groups for f in vector_files] == [6]
+    edited = docs[:1] + docs[2:6] + [{"id": "d6", "text": words(6, "new-")}] + docs[7:] + [{"id": "d12", "text": words(9, "end-")}]
+    corpus(tmp_path, {"a": edited})
+    HashEmbedder.embedded.clear()
+    s = pipeline.build(cfg)
+    assert s.embedded_chunks == len(HashEmbedder.embedded) > 0 and s.reused_chunks == s.chunks - s.embedded_chunks > 0
+    assert all(t.startswith(("new-", "end-")) for t in HashEmbedder.embedded)
+    rows = MemorySink(db=cfg.db, table="t").rows()
+    fresh = HashEmbedder(model="m1").embed_batch([_Text(r["text"]) for r in rows])
+    assert len(rows) == s.chunks and np.array_equal(np.stack([r["vector"] for r in rows]), fresh)
+
+
+def test_previous_vectors_of_a_multivector_file(tmp_path):
+    # Late-interaction (ColBERT) vector files hold one (tokens, dim) array per chunk; written in 3 row groups.
+    from indexer.rows import multivector_array
+    from indexer.state import StoredVectors, vector_schema
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(n, 4)).astype(np.float32) for n in (1, 3, 2, 5, 1, 4, 2)]
+    schema = vector_schema(4, "multivector")
+    path = tmp_path / "v.parquet"
+    with pq.ParquetWriter(path, schema) as writer:
+        for lo, hi in ((0, 3), (3, 5), (5, 7)):
+            ids = [f"c{i}" for i in range(lo, hi)]
+            writer.write_batch(pa.RecordBatch.from_arrays(
+                [pa.array(ids), pa.array([f"h{i}" for i in range(lo, hi)]), multivector_array(arrays[lo:hi], 4)],
+                schema=schema))
+    with StoredVectors(path) as stored:
+        assert len(stored) == 7 and "h6" in stored and "h7" not in stored
+        got = stored.get(["h6", "h0", "h3", "h3", "h4"])
+    assert all(np.array_equal(g, arrays[i]) for g, i in zip(got, (6, 0, 3, 3, 4)))
+    with StoredVectors(tmp_path / "missing.parquet") as none:
+        assert len(none) == 0 and "h0" not in none and none.get([]) == []
+
+
+class _Text:
+    def __init__(self, text):
+        self.text = text
 
 
 def test_shard_gone_from_source_is_removed(tmp_path, host):
