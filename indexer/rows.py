@@ -62,6 +62,15 @@ def multivector_array(vectors: list, dimension: int) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), tokens, type=multivector_field(dimension).type)
 
 
+def vector_rows(column: pa.Array | pa.ChunkedArray) -> Any:
+    """The vectors of a ``vector`` column, one per row: a ``(rows, dimension)`` float32 array for a dense column
+    (:func:`vector_field`), a list of ``(tokens, dimension)`` arrays for a multivector one."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_fixed_size_list(column.type):
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+    return multivector_rows(column)
+
+
 def multivector_rows(column: pa.Array) -> list:
     """One ``(tokens, dimension)`` float32 array per row of a :func:`multivector_field` column."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

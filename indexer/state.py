@@ -15,6 +15,8 @@ a new model reads the chunk set again and writes a new vector set, so the source
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import json
 import os
@@ -25,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from indexer.rows import CHUNK_SCHEMA, embedded_schema, multivector_rows, stream_parquet
+from indexer.rows import CHUNK_SCHEMA, embedded_schema, stream_parquet, vector_rows
 
 
 
@@ -75,30 +76,24 @@ class StoredVectors:
     """The vectors of a shard's previous vector file, looked up by content hash without reading the file whole.
 
     A changed shard is cut again and only its new chunks are embedded; the others take their vectors from here.
-    Only the hash column is held (~0.1 KB a chunk, against 1.5 KB for a 384-dim vector and far more for a
-    multivector); vectors are read a row group (one block of the earlier run) at a time, when a block asks for
-    them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the next row
-    groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited peaked at
-    1,338 MiB when the file was read whole, 1,138 MiB this way (``scripts/bench_memory.py --rebuild``;
+    Only the hash column is held (16 hex digits a chunk, against 1,536 bytes for a 384-dim float32 vector and far
+    more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
+    asks for them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the
+    next row groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited
+    peaked at 1,337 MiB when the file was read whole, 1,138 MiB this way (``scripts/bench_memory.py --rebuild``;
     docs/benchmarks.md). A context manager; a missing file is an empty set.
     """
 
-    KEEP = 2  # row groups held
-
     def __init__(self, path: Path):
         self._file = stream_parquet(path) if path.exists() else None
-        self._row: dict[str, int] = {}
-        self._starts: list[int] = [0]
-        self._groups: dict[int, Any] = {}  # row group → its vectors (numpy rows), the most recently read last
-        if self._file is None:
-            return
-        for batch in self._file.iter_batches(columns=["content_hash"]):
-            start = len(self._row)
-            self._row.update(zip(batch.column(0).to_pylist(), range(start, start + batch.num_rows)))
-        meta = self._file.metadata
-        for i in range(meta.num_row_groups):
-            self._starts.append(self._starts[-1] + meta.row_group(i).num_rows)
-        self._multivector = _vector_kind(self._file.schema_arrow.field("vector"))[1] == "multivector"
+        self._row: dict[str, int] = {}  # content hash → row (chunks with one text share a hash, and a vector)
+        self._starts = [0]  # first row of each row group, and the row count last
+        if self._file is not None:
+            for g in range(self._file.metadata.num_row_groups):
+                hashes = self._file.read_row_group(g, columns=["content_hash"]).column(0).to_pylist()
+                self._row.update(zip(hashes, range(self._starts[-1], self._starts[-1] + len(hashes))))
+                self._starts.append(self._starts[-1] + len(hashes))
+        self._group = functools.lru_cache(maxsize=2)(self._read_group)
 
     def __contains__(self, content_hash: str) -> bool:
         return content_hash in self._row
@@ -109,30 +104,19 @@ class StoredVectors:
     def get(self, hashes: list[str]) -> list[Any]:
         """The stored vector of each hash (each must be ``in`` the set), in order: a float32 array, ``(dimension,)``
         or, for a multivector, ``(tokens, dimension)``."""
-        import bisect
+        out = []
+        for h in hashes:
+            row = self._row[h]
+            g = bisect.bisect_right(self._starts, row) - 1
+            out.append(self._group(g)[row - self._starts[g]])
+        return out
 
-        rows = [self._row[h] for h in hashes]
-        group_of = [bisect.bisect_right(self._starts, r) - 1 for r in rows]
-        return [self._group(g)[r - self._starts[g]] for r, g in zip(rows, group_of)]
-
-    def _group(self, g: int) -> Any:
-        if g in self._groups:
-            self._groups[g] = self._groups.pop(g)  # most recently used last
-            return self._groups[g]
+    def _read_group(self, g: int) -> Any:
         assert self._file is not None
-        column = self._file.read_row_group(g, columns=["vector"]).column(0)
-        if self._multivector:
-            vectors = multivector_rows(column)
-        else:
-            flat = column.combine_chunks()
-            vectors = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, flat.type.list_size)
-        while len(self._groups) >= self.KEEP:
-            del self._groups[next(iter(self._groups))]
-        self._groups[g] = vectors
-        return vectors
+        return vector_rows(self._file.read_row_group(g, columns=["vector"]).column(0))
 
     def close(self) -> None:
-        self._groups.clear()
+        self._group.cache_clear()
         if self._file is not None:
             self._file.close()
             self._file = None

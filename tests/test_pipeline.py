@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -101,14 +102,14 @@ def test_editing_one_document_reembeds_only_its_chunks(tmp_path, host):
 def test_reused_vectors_are_read_from_the_right_row_groups(tmp_path, host):
     # One shard of 12 documents in blocks of 2: its vector file holds 6 row groups. The edit removes an early
     # document, changes one in the middle and appends one, so every reused row moves to another row and most to
-    # another row group; each reused vector must still be the one its text had.
+    # another row group; each reused vector must still be the one its text had. Two documents share a text, so
+    # their chunks share content hashes (the rows after them must not shift).
     docs = [{"id": f"d{i}", "text": words(6, f"t{i}-")} for i in range(12)]
+    docs[3]["text"] = docs[2]["text"]
     src = corpus(tmp_path, {"a": docs})
     cfg = config(tmp_path, src, block_docs=2)
     pipeline.build(cfg)
-    from indexer.state import WorkDir
-
-    vector_files = list((WorkDir(cfg.work_path).root / "vectors").rglob("*.parquet"))
+    vector_files = list((cfg.work_path / "vectors").rglob("*.parquet"))
     assert [pq.ParquetFile(f).metadata.num_row_groups for f in vector_files] == [6]
     edited = docs[:1] + docs[2:6] + [{"id": "d6", "text": words(6, "new-")}] + docs[7:] + [{"id": "d12", "text": words(9, "end-")}]
     corpus(tmp_path, {"a": edited})
@@ -117,7 +118,7 @@ def test_reused_vectors_are_read_from_the_right_row_groups(tmp_path, host):
     assert s.embedded_chunks == len(HashEmbedder.embedded) > 0 and s.reused_chunks == s.chunks - s.embedded_chunks > 0
     assert all(t.startswith(("new-", "end-")) for t in HashEmbedder.embedded)
     rows = MemorySink(db=cfg.db, table="t").rows()
-    fresh = HashEmbedder(model="m1").embed_batch([_Text(r["text"]) for r in rows])
+    fresh = HashEmbedder(model="m1").embed_batch([SimpleNamespace(text=r["text"]) for r in rows])
     assert len(rows) == s.chunks and np.array_equal(np.stack([r["vector"] for r in rows]), fresh)
 
 
@@ -142,11 +143,6 @@ def test_previous_vectors_of_a_multivector_file(tmp_path):
     assert all(np.array_equal(g, arrays[i]) for g, i in zip(got, (6, 0, 3, 3, 4)))
     with StoredVectors(tmp_path / "missing.parquet") as none:
         assert len(none) == 0 and "h0" not in none and none.get([]) == []
-
-
-class _Text:
-    def __init__(self, text):
-        self.text = text
 
 
 def test_shard_gone_from_source_is_removed(tmp_path, host):
