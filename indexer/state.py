@@ -80,8 +80,8 @@ class StoredVectors:
     more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
     asks for them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the
     next row groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited
-    peaked at 1,337 MiB when the file was read whole, 1,138 MiB this way (``scripts/bench_memory.py --rebuild``;
-    docs/benchmarks.md). A context manager; a missing file is an empty set.
+    peaked at 1,340-1,346 MiB when the file was read whole, 1,120-1,140 MiB this way
+    (``scripts/bench_memory.py --rebuild``; docs/benchmarks.md). A context manager; a missing file is an empty set.
     """
 
     def __init__(self, path: Path):

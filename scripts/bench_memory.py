@@ -2,7 +2,7 @@
 
 The demo corpus is repeated (ids made unique per copy) into one jsonl file — a single shard, the worst case for
 a per-shard pipeline — and built with the real local model into LanceDB in a fresh subprocess each time; the
-peak RSS of that subprocess is read from the kernel (ru_maxrss of the child).
+peak RSS of that subprocess is read from the kernel (ru_maxrss of that child, from ``os.wait4``).
 
     python scripts/bench_memory.py                    # 10,000 vs 100,000 chunks
     python scripts/bench_memory.py --small 2000 --large 20000 --max-tokens 32
@@ -16,8 +16,7 @@ Besides the kernel's peak, the child's RSS is sampled every 0.25 s, so a build t
 streams N synthetic rows (384-dim random unit vectors) through the LanceDB sink's own ``write_shard`` and
 ``close`` (which builds the ANN index from ``ann_min_rows`` rows) and reports the memory each adds.
 ``--rebuild`` then edits one document of the corpus and builds again into the same work directory: the shard has
-changed, so it is cut again and its unchanged chunks take their vectors from the shard's previous vector file; the
-rebuild's peak is the sampled one (the kernel's peak of children already holds the first build's).
+changed, so it is cut again and its unchanged chunks take their vectors from the shard's previous vector file.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -101,16 +99,15 @@ class Sampler:
 INDEX_LINE = re.compile(r"built \S+ index on .* in ([0-9.]+) s")
 
 
-def build_peak_rss(corpus: Path, work: Path, args, *, again: bool = False) -> dict:
-    """Runs one build in a child process; returns its peak RSS (kernel; sampled when ``again``: this process ran a
-    build before), its sampled peak before and during the ANN index build (if any), its summary and seconds."""
+def build_peak_rss(corpus: Path, work: Path, args) -> dict:
+    """Runs one build in a child process; returns its peak RSS (kernel), its sampled peak before and during the
+    ANN index build (if any), its summary and seconds."""
     summary = work / "summary.json"
     cmd = [sys.executable, "-m", "indexer.cli", "build", str(corpus), "--db", str(work / "db"), "--no-progress",
            "--max-tokens", str(args.max_tokens), "--overlap", "0", "--summary-json", str(summary)]
     if args.model:
         cmd += ["--model", args.model]
     cmd += shlex.split(args.build_args)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
     sampler = Sampler(child.pid)
@@ -118,16 +115,13 @@ def build_peak_rss(corpus: Path, work: Path, args, *, again: bool = False) -> di
     for line in child.stderr:  # the sink says when it built an index, and how long that took
         if m := INDEX_LINE.search(line):
             index_end, index_seconds = time.perf_counter() - sampler.start, float(m.group(1))
-    if child.wait():
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak (RUSAGE_CHILDREN: the most of all of them)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
         raise subprocess.CalledProcessError(child.returncode, cmd)
     seconds = time.perf_counter() - sampler.start
     sampler.stop()
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if again:
-        peak = sampler.peak() * 1024
-    elif peak <= before:
-        raise RuntimeError("ru_maxrss of children did not rise: run each size in a fresh process (--only)")
-    out = {"rss_mib": peak / 1024, "summary": json.loads(summary.read_text()), "seconds": seconds}
+    out = {"rss_mib": usage.ru_maxrss / 1024, "summary": json.loads(summary.read_text()), "seconds": seconds}
     if index_end is not None:
         out["before_index_mib"] = sampler.peak(until=index_end - index_seconds)
         out["index_mib"] = sampler.peak(since=index_end - index_seconds)
@@ -206,7 +200,7 @@ def main() -> int:
         return 0
 
     if args.only is None:
-        # ru_maxrss of children is a maximum over all of them: measure each size from its own parent process.
+        # each size from its own process, which cuts its corpus and starts the build
         results = {}
         for n in (args.small, args.large):
             out = subprocess.run([sys.executable, __file__, "--only", str(n), "--max-tokens", str(args.max_tokens),
@@ -222,7 +216,7 @@ def main() -> int:
             if "rebuild" in r:
                 rb = r["rebuild"]
                 print(f"{'':>9}   rebuilt with one document edited: {rb['embedded']:,} chunks embedded, "
-                      f"{rb['reused']:,} reused, sampled peak RSS {rb['rss_mib']:8.1f} MiB ({rb['seconds']:.0f}s)")
+                      f"{rb['reused']:,} reused, peak RSS {rb['rss_mib']:8.1f} MiB ({rb['seconds']:.0f}s)")
         a, b = results[args.small], results[args.large]
         growth = b["rss_mib"] / a["rss_mib"] - 1
         print(f"peak RSS, {b['chunks']:,} vs {a['chunks']:,} chunks: {growth:+.1%} (target: within 20%)")
@@ -250,7 +244,7 @@ def main() -> int:
         summary = r.pop("summary")
         if args.rebuild:
             edit_first_document(corpus)
-            again = build_peak_rss(corpus, work, args, again=True)
+            again = build_peak_rss(corpus, work, args)
             r["rebuild"] = {"rss_mib": again["rss_mib"], "seconds": again["seconds"],
                             "embedded": again["summary"]["embedded_chunks"], "reused": again["summary"]["reused_chunks"]}
         print(json.dumps({"chunks": summary["chunks"], "tokens": summary["tokens"], **r}))
