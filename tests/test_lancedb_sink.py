@@ -247,7 +247,7 @@ def test_ann_index_is_built_over_the_threshold_and_not_rebuilt(make_sink, capfd)
         sink.open(MODEL, META)
         sink.write_shard("b", [rows("b", 150, seed=2)])
     err = capfd.readouterr().err
-    assert "built IVF_HNSW_SQ index on 'vector' over 350 rows" in err
+    assert "built IVF_HNSW_SQ index on 'vector' over 350 rows (1 partition)" in err
     indexes = make_sink()._table().list_indices()
     assert [(i.index_type, i.columns) for i in indexes] == [("IvfHnswSq", ["vector"])]
 
@@ -286,6 +286,18 @@ def test_ann_index_is_built_over_the_threshold_and_not_rebuilt(make_sink, capfd)
         for h in got:
             if h.id in scores:
                 assert h.score == pytest.approx(scores[h.id], abs=1e-5)
+
+
+def test_rows_per_partition_sets_the_index_partitions(make_sink, capfd):
+    with make_sink(ann_min_rows=300, rows_per_partition=100) as sink:
+        sink.open(MODEL, META)
+        sink.write_shard("a", [rows("a", 350, seed=1)])
+    assert "over 350 rows (4 partitions)" in capfd.readouterr().err
+    table = make_sink()._table()
+    plan = table.search(unit_vectors(1, 9)[0]).limit(3).analyze_plan()
+    assert "partitions_ranked=4," in plan  # what lance built, not only what the sink asked for
+    with pytest.raises(ConfigError, match="rows_per_partition"):
+        make_sink(rows_per_partition=-1)
 
 
 def test_full_text_search_finds_a_planted_word(make_sink, capfd):

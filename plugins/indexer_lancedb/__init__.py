@@ -27,7 +27,10 @@ from indexer.types import ModelInfo
 META_KEY = "indexer"
 VECTOR = "vector"
 TEXT = "text"
-INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_FLAT", "IVF_RQ")
+# index_type -> its config class in lancedb.index (imported when an index is built)
+INDEX_CONFIGS = {"IVF_HNSW_SQ": "HnswSq", "IVF_HNSW_PQ": "HnswPq", "IVF_PQ": "IvfPq", "IVF_SQ": "IvfSq",
+                 "IVF_FLAT": "IvfFlat", "IVF_RQ": "IvfRq"}
+INDEX_TYPES = tuple(INDEX_CONFIGS)
 # Everything but the vector: results stay small however many queries a batch holds.
 RESULT_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata"]
 # One HNSW graph per IVF partition; a graph over a million vectors still trains in memory comfortably.
@@ -43,6 +46,9 @@ class LanceDBSink(Sink):
     :param table: the table name.
     :param ann_min_rows: rows from which ``close()`` builds an ANN index; below it flat search is exact and fast.
     :param index_type: the ANN index (``IVF_HNSW_SQ``: no codebook to train, good recall at any size).
+    :param rows_per_partition: rows per IVF partition of the ANN index (0: one HNSW graph per million rows, and
+        lancedb's own sizing for the other index types). A search probes lancedb's default of 20 partitions, so
+        past 20 partitions smaller ones trade recall for speed (``scripts/bench_ann.py`` measures both).
     :param fts: keep a full-text index on ``text`` for :meth:`search_text`.
     :param metric: only ``cosine``: scores are cosine similarities.
     :param refine_factor: an ANN search fetches ``k * refine_factor`` candidates and re-scores them with the
@@ -65,6 +71,7 @@ class LanceDBSink(Sink):
         fts: bool | str = False,
         metric: str = "cosine",
         refine_factor: int = 2,
+        rows_per_partition: int = 0,
         **options: Any,
     ):
         super().__init__(db=db, table=table, **options)
@@ -73,6 +80,7 @@ class LanceDBSink(Sink):
         self.fts = option_bool("lancedb", "fts", fts)
         self.metric = str(metric).lower()
         self.refine_factor = option_int("lancedb", "refine_factor", refine_factor, minimum=1)
+        self.rows_per_partition = option_int("lancedb", "rows_per_partition", rows_per_partition, minimum=0)
         self._conn: Any = None
         self._tbl: Any = None
         self._writing = False  # open() was called: close() then maintains indexes
@@ -268,17 +276,14 @@ class LanceDBSink(Sink):
     def _build_vector_index(self, tbl: Any, rows: int) -> None:
         from lancedb import index as li
 
-        if self.index_type.startswith("IVF_HNSW"):
-            partitions = max(1, math.ceil(rows / ROWS_PER_HNSW_PARTITION))
-            cls = li.HnswSq if self.index_type == "IVF_HNSW_SQ" else li.HnswPq
-            config = cls(distance_type=self.metric, num_partitions=partitions)
-        else:
-            # Plain IVF indexes: lancedb sizes partitions and sub-vectors from the data.
-            cls = {"IVF_PQ": li.IvfPq, "IVF_SQ": li.IvfSq, "IVF_FLAT": li.IvfFlat, "IVF_RQ": li.IvfRq}[self.index_type]
-            config = cls(distance_type=self.metric)
+        per_partition = self.rows_per_partition or (ROWS_PER_HNSW_PARTITION if "HNSW" in self.index_type else 0)
+        # Without a size, plain IVF indexes leave partitions (and sub-vectors) to lancedb, which sizes them itself.
+        partitions = max(1, math.ceil(rows / per_partition)) if per_partition else None
+        config = getattr(li, INDEX_CONFIGS[self.index_type])(distance_type=self.metric, num_partitions=partitions)
         start = time.perf_counter()
         tbl.create_index(VECTOR, config=config, replace=True)
-        _say(f"table {self.table!r}: built {self.index_type} index on {VECTOR!r} over {rows:,} rows in "
+        parts = f"{partitions:,} partition{'s' if partitions > 1 else ''}" if partitions else "partitions by lancedb"
+        _say(f"table {self.table!r}: built {self.index_type} index on {VECTOR!r} over {rows:,} rows ({parts}) in "
              f"{time.perf_counter() - start:.1f} s")
 
     # ----------------------------------------------------------------------------------------------------------
