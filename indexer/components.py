@@ -439,14 +439,16 @@ def usable_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def shard_failure(job: Any, exc: BaseException, finished: int, total: int, where: str) -> BaseException:
-    """The error an executor raises when a job failed elsewhere: which shard, why, and what is safe (chained to
-    the cause, whose remote traceback concurrent.futures and Modal attach)."""
+def shard_failure(job: Any, exc: BaseException, finished: int, total: int, where: str, *,
+                  shard: str | None = None) -> BaseException:
+    """The error an executor raises when a job failed elsewhere: which shard (``shard`` says it when the job is not
+    known), why, and what is safe (chained to the cause, whose remote traceback concurrent.futures and Modal
+    attach)."""
     from concurrent.futures.process import BrokenProcessPool
 
     from indexer.errors import IndexerError
 
-    shard = getattr(getattr(job, "shard", None), "key", None) or repr(job)[:80]
+    shard = shard or getattr(getattr(job, "shard", None), "key", None) or repr(job)[:80]
     if isinstance(exc, BrokenProcessPool):
         why = "the worker process died (killed by the OS, out of memory?)"
     else:

@@ -268,8 +268,12 @@ def test_shard_body_refuses_a_plan_other_than_the_run_expects(local_modal, model
     shard = app.describe_source.local(config)
     assert [k for k, _ in shard] == ["wiki-demo.jsonl"]
     job = pipeline.ShardJob(config, pipeline.plan_build(config).source.shards()[0])
-    with pytest.raises(ConfigError, match="expects x / y"):
+    with pytest.raises(ConfigError, match="expects x / y") as raised:
         app.run_shard.local(pipeline.prepare_shard, job, None, {"chunkset": "x", "model": "y"})
+    # the error names its shard, also once pickled (how it travels back from a container)
+    import pickle
+
+    assert getattr(pickle.loads(pickle.dumps(raised.value)), worker.SHARD_ATTRIBUTE) == "wiki-demo.jsonl"
 
 
 def test_staged_inputs_are_linked_back_at_their_original_paths(tmp_path):
@@ -358,6 +362,59 @@ def test_a_failed_container_fails_the_run_and_a_rerun_redoes_only_it(local_modal
     monkeypatch.undo()
     again = indexer.build(str(corpus), db=str(db), executor="modal", **BUILD)
     assert again.shards_skipped == 3 and again.source_reads == 1
+
+
+def finishing_in_reverse(unname=()):
+    """The local runner's outcomes in the reverse order, as Modal's unordered map hands back shards that finish
+    before earlier ones; errors of the shards in ``unname`` lose the mark that names their shard (as an error of
+    Modal's own, a lost container, carries none)."""
+    run_shards = modal_executor._LocalRunner.run_shards
+
+    def reversed_run_shards(self, fn, jobs, links_file, expected):
+        outcomes = list(run_shards(self, fn, jobs, links_file, expected))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and getattr(outcome, worker.SHARD_ATTRIBUTE, "").startswith(unname):
+                delattr(outcome, worker.SHARD_ATTRIBUTE)
+        yield from reversed(outcomes)
+
+    return reversed_run_shards
+
+
+def test_shards_are_written_as_they_finish_in_any_order(local_modal, corpus, tmp_path, monkeypatch):
+    in_order = indexer.build(str(corpus), db=str(tmp_path / "in-order.lancedb"), executor="modal", **BUILD)
+    monkeypatch.setattr(modal_executor._LocalRunner, "run_shards", finishing_in_reverse())
+    written = []
+    monkeypatch.setattr(modal_executor, "fetch_results",
+                        lambda volume, plan, job, fetch=modal_executor.fetch_results: (written.append(job.shard.key),
+                                                                                       fetch(volume, plan, job)))
+    reverse = indexer.build(str(corpus), db=str(tmp_path / "reverse.lancedb"), executor="modal", **BUILD)
+    assert written == sorted(written, reverse=True) and len(written) == 4
+    assert reverse.chunks == in_order.chunks and reverse.shards == 4
+    assert table_rows(tmp_path / "reverse.lancedb") == table_rows(tmp_path / "in-order.lancedb")
+
+
+def fail_on_parts_1_and_2(job):
+    if job.shard.key.startswith(("part-01", "part-02")):
+        raise OSError(f"volume full at {job.shard.key}")
+    return _prepare_shard(job)
+
+
+def test_a_failed_shard_is_named_whatever_order_the_outcomes_arrive_in(local_modal, corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "prepare_shard", fail_on_part_2)
+    monkeypatch.setattr(modal_executor._LocalRunner, "run_shards", finishing_in_reverse())
+    with pytest.raises(RuntimeError, match=r"shard part-02.jsonl failed in a Modal container: OSError: volume full\. "
+                                           r"3 of 4 shard\(s\) finished"):
+        indexer.build(str(corpus), db=str(tmp_path / "a.lancedb"), executor="modal", **BUILD)
+    # An error that does not name its shard belongs to the one shard that neither finished nor failed by name.
+    monkeypatch.setattr(modal_executor._LocalRunner, "run_shards", finishing_in_reverse(unname=("part-02",)))
+    with pytest.raises(RuntimeError, match=r"shard part-02.jsonl failed in a Modal container: OSError: volume full"):
+        indexer.build(str(corpus), db=str(tmp_path / "b.lancedb"), executor="modal", **BUILD)
+    # Two such errors: the message names both candidates.
+    monkeypatch.setattr(pipeline, "prepare_shard", fail_on_parts_1_and_2)
+    monkeypatch.setattr(modal_executor._LocalRunner, "run_shards", finishing_in_reverse(unname=("part-01", "part-02")))
+    with pytest.raises(RuntimeError, match=r"shard one of part-01.jsonl, part-02.jsonl failed in a Modal container: "
+                                           r"OSError: volume full at part-0[12]"):
+        indexer.build(str(corpus), db=str(tmp_path / "c.lancedb"), executor="modal", **BUILD)
 
 
 def test_the_local_embedder_is_refused_before_any_container_runs(local_modal, corpus, tmp_path, model_path):

@@ -27,6 +27,7 @@ from typing import Any
 from indexer.components import Executor
 from indexer.errors import ConfigError
 
+from indexer_modal import worker
 from indexer_modal.remote import call_local, modal_errors
 from indexer_modal.settings import ModalSettings
 
@@ -88,17 +89,27 @@ class ModalExecutor(Executor):
             remote_jobs.append(ShardJob(remote, job.shard, job.from_chunks))
             expected.append({"chunkset": plan.chunkset, "model": plan.model_key})
 
-        failed = None
+        # Outcomes arrive as shards finish, in any order: a result names its shard, and so does an error raised by
+        # a shard's own work (worker.run_shard marks it). An error of Modal's own (a lost container, a timeout)
+        # names none; it belongs to whichever shards neither finished nor failed by name.
+        pending = {job.shard.key: job for job in jobs}
+        failed: list[tuple[Any, BaseException]] = []
         finished = 0
-        for job, outcome in zip(jobs, runner.run_shards(fn, remote_jobs, links_file, expected)):
+        for outcome in runner.run_shards(fn, remote_jobs, links_file, expected):
             if isinstance(outcome, BaseException):
-                failed = failed or (job, outcome)
+                failed.append((pending.pop(getattr(outcome, worker.SHARD_ATTRIBUTE, None), None), outcome))
                 continue
+            job = pending.pop(outcome.shard)
             fetch_results(volume, plan_for_job(job), job)
             finished += 1
             yield outcome
-        if failed is not None:
-            raise shard_failure(*failed, finished, len(jobs), "a Modal container")
+        if failed:
+            job, exc = next(((j, e) for j, e in failed if j is not None), failed[0])
+            unnamed = sorted(pending)  # neither finished nor failed by name
+            if job is None and len(unnamed) == 1:
+                job = pending[unnamed[0]]
+            shard = None if job else "one of " + ", ".join(unnamed[:5]) + (", ..." if len(unnamed) > 5 else "")
+            raise shard_failure(job, exc, finished, len(jobs), "a Modal container", shard=shard)
 
 
 # -- inputs and results ------------------------------------------------------------------------------------------
@@ -252,7 +263,7 @@ class _ModalVolume(_Volume):
 class _Runner:
     def run_shards(self, fn: Callable[[Any], Any], jobs: list[Any], links_file: str | None,
                    expected: list[dict[str, str]]) -> Iterator[Any]:
-        """Each job's result or exception, in job order."""
+        """Each job's result or exception, as the jobs finish (in any order)."""
         raise NotImplementedError
 
     def describe_source(self, config: Any) -> list[tuple[str, str]]:
@@ -271,10 +282,10 @@ class _ModalRunner(_Runner):
 
     def run_shards(self, fn, jobs, links_file, expected):
         n = len(jobs)
-        # In input order: the pairing of results with jobs is positional, and exceptions come back as values so
-        # that one failed shard does not stop the others.
+        # As they finish: a shard that finished is fetched and written while earlier ones still run. Exceptions
+        # come back as values, so that one failed shard does not stop the others.
         with modal_errors(self.app_name):
-            yield from self.run_shard.map([fn] * n, jobs, [links_file] * n, expected, order_outputs=True,
+            yield from self.run_shard.map([fn] * n, jobs, [links_file] * n, expected, order_outputs=False,
                                           return_exceptions=True)
 
     def describe_source(self, config):

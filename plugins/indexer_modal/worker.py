@@ -23,6 +23,8 @@ from typing import Any
 from indexer.errors import ConfigError
 from indexer.types import Chunk
 
+SHARD_ATTRIBUTE = "indexer_shard"  # set on an exception raised by a shard's work: the shard's key
+
 
 def link_inputs(links: dict[str, str], volume_root: Path, root: Path = Path("/")) -> int:
     """Make every staged input file appear at the path it has on the machine that planned the run (under
@@ -49,20 +51,29 @@ def run_shard(fn: Callable[[Any], Any], job: Any, links_file: str | None, expect
     """
     from indexer.pipeline import plan_for_job
 
-    reload()  # see what the executor staged since this container started
-    if links_file:
-        link_inputs(json.loads((volume_root / links_file).read_text()), volume_root)
-    plan = plan_for_job(job)
-    got = {"chunkset": plan.chunkset, "model": plan.model_key}
-    if got != expected:
-        raise ConfigError(
-            f"shard {job.shard.key}: the container planned chunk set {got['chunkset']} / vector set {got['model']}, "
-            f"but this run expects {expected['chunkset']} / {expected['model']}: the container reads another version "
-            "of the input or of the model's tokenizer"
-        )
-    result = fn(job)
-    commit()
-    return result
+    try:
+        reload()  # see what the executor staged since this container started
+        if links_file:
+            link_inputs(json.loads((volume_root / links_file).read_text()), volume_root)
+        plan = plan_for_job(job)
+        got = {"chunkset": plan.chunkset, "model": plan.model_key}
+        if got != expected:
+            raise ConfigError(
+                f"shard {job.shard.key}: the container planned chunk set {got['chunkset']} / vector set "
+                f"{got['model']}, but this run expects {expected['chunkset']} / {expected['model']}: the container "
+                "reads another version of the input or of the model's tokenizer"
+            )
+        result = fn(job)
+        commit()
+        return result
+    except Exception as exc:
+        # Results come back in the order shards finish; the error says which shard it belongs to (an attribute
+        # pickles with the exception).
+        try:
+            setattr(exc, SHARD_ATTRIBUTE, job.shard.key)
+        except AttributeError:  # an exception type that takes no attributes: the executor pairs it by elimination
+            pass
+        raise
 
 
 def describe_source(config: Any) -> list[tuple[str, str]]:
