@@ -31,6 +31,9 @@ def _option_pairs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @click.version_option(package_name="indexer")
 def cli() -> None:
     """Turn a text corpus into a search index and an embedded dataset; search it; measure it."""
+    from indexer.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any command starts threads: builds, index builds, searches
 
 
 @cli.command()

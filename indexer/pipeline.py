@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from indexer.components import Chunker, Embedder, FieldMapping, Sink, Source
 from indexer.config import DEFAULT_MODEL, BuildConfig
 from indexer.errors import ConfigError, IndexerError
+from indexer.memory import limit_malloc_arenas, return_freed_memory
 from indexer.plugins import Host, get_host
 from indexer.state import WorkDir, atomic_path, atomic_write_text, short_hash, vector_schema
 from indexer.summary import RunSummary, ShardResult
@@ -202,6 +203,7 @@ def _blocks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 def prepare_shard(job: ShardJob) -> ShardResult:
     """Chunk (or load stored chunks) and embed one shard into the work directory. Runs in any process."""
+    limit_malloc_arenas()  # a worker process or a container: its own malloc
     result = _prepare_shard(job)
     return_freed_memory()  # after the shard's blocks and vectors are released
     return result
@@ -265,28 +267,6 @@ def _prepare_shard(job: ShardJob) -> ShardResult:
     return result
 
 
-def return_freed_memory() -> None:
-    """Hand memory that has been freed back to the OS (glibc keeps it otherwise).
-
-    Embedding on CPU allocates and frees large activations batch after batch; glibc's malloc raises its mmap
-    threshold after such frees and then keeps the freed heap for reuse, so after a shard a process can sit on
-    ~0.5 GB it no longer uses, and whatever comes next (the next shard's writes, the sinks' index builds) is
-    counted on top. Called after each shard and before the sinks close; a few ms. malloc_trim is a no-op where it is
-    missing (not glibc). No garbage collection: nothing here is held by cycles, and a full collection with torch
-    loaded takes 0.2-0.4 s.
-    """
-    # Arrow's own pool (mimalloc or jemalloc) keeps what the shard's Parquet reads and the sinks' writes freed,
-    # out of malloc_trim's reach: returning it took a 106,755-chunk build's peak from 1,572 to 1,291 MiB
-    # (scripts/bench_memory.py; docs/benchmarks.md).
-    pa.default_memory_pool().release_unused()
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):  # not glibc (macOS, musl, Windows)
-        pass
-
-
 def _flatten(vectors: list[Any]) -> Any:
     import numpy as np
 
@@ -342,6 +322,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def build(config: BuildConfig, host: Host | None = None) -> RunSummary:
     """Build (or bring up to date) the index for ``config``. Returns the run summary."""
+    limit_malloc_arenas()
     host = host or get_host()
     plan = plan_build(config, host)
     _PLANS[_plan_key(config, None)] = plan
@@ -354,6 +335,7 @@ def build(config: BuildConfig, host: Host | None = None) -> RunSummary:
 
 def reembed(config: BuildConfig, from_table: str, host: Host | None = None) -> RunSummary:
     """Embed the chunks stored for ``from_table`` with ``config.model`` into a new table; reads no source."""
+    limit_malloc_arenas()
     host = host or get_host()
     work = WorkDir(config.work_path)
     info = work.table_info(from_table)

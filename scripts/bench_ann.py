@@ -67,11 +67,12 @@ def run_setting(vectors_file: str, config: dict[str, str], k: int, queries: int)
     """In this (child) process: index the base vectors with the sink's options, then search with every query."""
     import pyarrow as pa
 
-    from indexer.pipeline import return_freed_memory
+    from indexer.memory import limit_malloc_arenas, return_freed_memory
     from indexer.rows import chunks_to_batch
     from indexer.types import Chunk, ModelInfo
     from indexer_lancedb import LanceDBSink
 
+    limit_malloc_arenas()  # as indexer build does
     data = np.load(vectors_file)
     base, query = data["base"], data["queries"][:queries]
     dim = base.shape[1]

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from tokenizers import Tokenizer
 
+    from indexer.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # as indexer build does; the same for both sides
+
     from indexer.plugins import get_host
     from indexer.types import Document
 

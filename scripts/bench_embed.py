@@ -144,6 +144,9 @@ def main() -> None:
                     help="only compare torch SDPA with the local embedder's blocked CPU attention, at the model's head "
                          "shape, per sequence length and precision")
     args = ap.parse_args()
+    from indexer.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # as indexer build does; the same for both sides
     if args.gemm_rows:
         device = LocalEmbedder(args.model, device=args.device)._choose()[0]
         print(f"GFLOP/s of rows x 384 by 384 x 1536 on {cpu_description() if device == 'cpu' else device}:")

@@ -135,10 +135,12 @@ def sink_memory(rows: int, options: dict[str, str]) -> dict:
     import numpy as np
     import pyarrow as pa
 
+    from indexer.memory import limit_malloc_arenas
     from indexer.rows import chunks_to_batch
     from indexer.types import Chunk, ModelInfo
     from indexer_lancedb import LanceDBSink
 
+    limit_malloc_arenas()  # as indexer build does (MALLOC_ARENA_MAX=16 in the environment: glibc's own 8 per core)
     dim, block = 384, 4096
     rng = np.random.default_rng(0)
 
