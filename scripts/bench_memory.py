@@ -10,6 +10,7 @@ peak RSS of that subprocess is read from the kernel (ru_maxrss of that child, fr
     python scripts/bench_memory.py --sink-rows 14234,106755,400000   # the LanceDB sink alone, on random vectors
     python scripts/bench_memory.py --sink-rows 20000,106755 --sink-option ann_min_rows=1 --sink-option index_type=IVF_SQ
     python scripts/bench_memory.py --rebuild --build-args "--option lancedb.ann_min_rows=1000000000"
+    MALLOC_ARENA_MAX=16 python scripts/bench_memory.py   # glibc's own arena limit on 2 cores, not indexer's cap
 
 Besides the kernel's peak, the child's RSS is sampled every 0.25 s, so a build that ends with an ANN index build
 (the sink prints how long it took) reports its peak before and during that step separately. ``--sink-rows``
