@@ -18,10 +18,12 @@ def limit_malloc_arenas() -> None:
     start.
 
     glibc gives a thread that finds the arenas busy an arena of its own, up to 8 per core, and memory freed in an
-    arena stays with it. LanceDB's index build, the tokenizer's and torch's threads each leave some behind: on 2
-    cores, capping the arenas at 2 took what a 106,755-row IVF_HNSW_SQ build adds from 424-431 to 269-274 MiB,
-    no slower (``scripts/bench_memory.py --sink-rows 106755 --sink-option ann_min_rows=1``; docs/benchmarks.md).
-    A ``MALLOC_ARENA_MAX`` set in the environment wins (glibc read it at start); not glibc: nothing to do.
+    arena stays with it. LanceDB's index build, the tokenizer's and torch's threads each leave some behind; on 2
+    cores the cap takes about a third off what a 106,755-row IVF_HNSW_SQ build adds, no slower (docs/benchmarks.md:
+    ``scripts/bench_memory.py --sink-rows 106755 --sink-option ann_min_rows=1``, capped, against the same with
+    ``MALLOC_ARENA_MAX=16``, glibc's own limit there). Called by the CLI and by ``plan_build`` (every build,
+    re-embed, worker process and container). A ``MALLOC_ARENA_MAX`` set in the environment wins (glibc read it at
+    start); not glibc: nothing to do.
     """
     global _ARENAS_LIMITED
     if _ARENAS_LIMITED or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):

@@ -142,6 +142,7 @@ def apply_late_interaction(config: BuildConfig, host: Host) -> BuildConfig:
 
 def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: str | None = None) -> Plan:
     """Build and check every component. Raises :class:`ConfigError` before any work when something is wrong."""
+    limit_malloc_arenas()  # before the model and the tokenizer start threads, in any process that plans work
     host = host or get_host()
     config = apply_late_interaction(config, host)
     for name in config.sinks:
@@ -203,7 +204,6 @@ def _blocks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 def prepare_shard(job: ShardJob) -> ShardResult:
     """Chunk (or load stored chunks) and embed one shard into the work directory. Runs in any process."""
-    limit_malloc_arenas()  # a worker process or a container: its own malloc
     result = _prepare_shard(job)
     return_freed_memory()  # after the shard's blocks and vectors are released
     return result
@@ -322,7 +322,6 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def build(config: BuildConfig, host: Host | None = None) -> RunSummary:
     """Build (or bring up to date) the index for ``config``. Returns the run summary."""
-    limit_malloc_arenas()
     host = host or get_host()
     plan = plan_build(config, host)
     _PLANS[_plan_key(config, None)] = plan
@@ -335,7 +334,6 @@ def build(config: BuildConfig, host: Host | None = None) -> RunSummary:
 
 def reembed(config: BuildConfig, from_table: str, host: Host | None = None) -> RunSummary:
     """Embed the chunks stored for ``from_table`` with ``config.model`` into a new table; reads no source."""
-    limit_malloc_arenas()
     host = host or get_host()
     work = WorkDir(config.work_path)
     info = work.table_info(from_table)

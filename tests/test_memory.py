@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from conftest import DEMO_CORPUS
+
 from indexer.components import usable_cores
 
 pytestmark = pytest.mark.skipif(
@@ -24,6 +26,11 @@ from indexer.memory import limit_malloc_arenas
 
 if sys.argv[1] == "limit":
     limit_malloc_arenas()
+elif sys.argv[1] == "plan":  # the path every build, re-embed, worker process and container takes
+    from indexer.config import BuildConfig
+    from indexer.pipeline import plan_build
+
+    plan_build(BuildConfig(source=sys.argv[3], db=sys.argv[4], sinks=[], progress=False))
 
 n = int(sys.argv[2])
 together = threading.Barrier(n)
@@ -48,9 +55,9 @@ with tempfile.NamedTemporaryFile(suffix=".xml") as report:
 """
 
 
-def arenas(mode: str, threads: int, **env: str) -> int:
+def arenas(mode: str, threads: int, *args: str, **env: str) -> int:
     environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env
-    out = subprocess.run([sys.executable, "-c", PROGRAM, mode, str(threads)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", PROGRAM, mode, str(threads), *args], capture_output=True, text=True,
                          env=environ, check=True)
     return int(out.stdout.strip())
 
@@ -61,3 +68,8 @@ def test_the_arena_cap_holds_and_the_environment_wins():
     assert arenas("limit", threads) <= cap
     assert arenas("none", threads) > cap
     assert arenas("limit", threads, MALLOC_ARENA_MAX=str(cap + 4)) > cap  # set by the user: left alone
+
+
+def test_planning_a_build_caps_the_arenas(tmp_path):
+    cap = max(2, len(usable_cores()))
+    assert arenas("plan", cap + 6, str(DEMO_CORPUS), str(tmp_path / "db")) <= cap
