@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import Sampler, rss_mib  # noqa: E402
+from bench_memory import synthetic_batch, write_and_close  # noqa: E402
 
 BLOCK = 8192  # rows per batch written to a setting's table
 
@@ -65,39 +65,20 @@ def parse_config(text: str) -> dict[str, str]:
 
 def run_setting(vectors_file: str, config: dict[str, str], k: int, queries: int) -> dict:
     """In this (child) process: index the base vectors with the sink's options, then search with every query."""
-    import pyarrow as pa
-
-    from indexer.memory import limit_malloc_arenas, return_freed_memory
-    from indexer.rows import chunks_to_batch
-    from indexer.types import Chunk, ModelInfo
+    from indexer.memory import limit_malloc_arenas
     from indexer_lancedb import LanceDBSink
 
     limit_malloc_arenas()  # as indexer build does
     data = np.load(vectors_file)
     base, query = data["base"], data["queries"][:queries]
-    dim = base.shape[1]
-
-    def batches():
-        for start in range(0, len(base), BLOCK):
-            rows = range(start, min(start + BLOCK, len(base)))
-            chunks = [Chunk(f"r{i}", f"r{i}", 0, "", 0, 0, 0, f"{i:016x}") for i in rows]
-            v = pa.FixedSizeListArray.from_arrays(pa.array(base[start : rows.stop].reshape(-1)), dim)
-            yield chunks_to_batch(chunks, "s").append_column("vector", v)
-
-    model = ModelInfo("bench", "local", "0" * 16, dim, "mean", True, 256)
+    batches = (synthetic_batch(start, base[start : start + BLOCK]) for start in range(0, len(base), BLOCK))
     out: dict = {"config": config, "rows": len(base)}
     with tempfile.TemporaryDirectory() as tmp:
         sink = LanceDBSink(db=tmp, table="t", **config)
         sink.check()
-        sink.open(model, {})
-        sink.write_shard("s", batches())
-        return_freed_memory()
-        before = rss_mib()
-        sampler = Sampler()
-        start = time.perf_counter()
-        sink.close()  # builds the ANN index, unless this is the flat setting
-        out["build_seconds"] = time.perf_counter() - start
-        out["build_mib"] = sampler.stop().peak() - before
+        written = write_and_close(sink, base.shape[1], batches)  # close() builds the index, unless flat
+        out["build_seconds"] = written["close_seconds"]
+        out["build_mib"] = written["close_mib"] - written["before_close_mib"]
 
         sink.search(query[:8], k)  # warm: opens the table and the index
         plan = sink._table().search(query[0]).limit(k).analyze_plan()
@@ -112,7 +93,7 @@ def run_setting(vectors_file: str, config: dict[str, str], k: int, queries: int)
             single.append(time.perf_counter() - start)
         out["single_ms_p50"] = 1000 * float(np.median(single))
         out["single_ms_p95"] = 1000 * float(np.percentile(single, 95))
-    out["found"] = [[int(h.id[1:]) for h in row] for row in hits]
+    out["found"] = [[int(h.doc_id[1:]) for h in row] for row in hits]
     return out
 
 

@@ -130,15 +130,49 @@ def build_peak_rss(corpus: Path, work: Path, args) -> dict:
     return out
 
 
-def sink_memory(rows: int, options: dict[str, str]) -> dict:
-    """Streams ``rows`` synthetic rows through the LanceDB sink (one shard) and closes it; RSS before, and peaks
-    while writing and while closing (the ANN index build, from ann_min_rows rows)."""
-    import numpy as np
+def synthetic_model(dim: int):
+    from indexer.types import ModelInfo
+
+    return ModelInfo("synthetic", "local", "0" * 16, dim, "mean", True, 256)
+
+
+def synthetic_batch(start: int, vectors):
+    """Rows ``d<start>#0``, ... of one shard ``s`` in the sink's schema, carrying ``vectors`` (n x dim, float32)."""
     import pyarrow as pa
 
-    from indexer.memory import limit_malloc_arenas
     from indexer.rows import chunks_to_batch
-    from indexer.types import Chunk, ModelInfo
+    from indexer.types import Chunk
+
+    rows = range(start, start + len(vectors))
+    chunks = [Chunk(f"d{i}#0", f"d{i}", 0, "x" * 150, 32, 0, 150, f"{i:016x}") for i in rows]
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    return chunks_to_batch(chunks, "s").append_column("vector", column)
+
+
+def write_and_close(sink, dim: int, batches) -> dict:
+    """As a build drives a sink: open, write one shard, return freed memory, close (which builds the ANN index
+    from ``ann_min_rows`` rows). RSS before writing and before closing; peaks while writing and while closing."""
+    from indexer.memory import return_freed_memory
+
+    sink.open(synthetic_model(dim), {})
+    base = rss_mib()
+    sampler = Sampler()
+    sink.write_shard("s", batches)
+    return_freed_memory()
+    written = sampler.mark()
+    sink.close()
+    closed = sampler.mark()
+    sampler.stop()
+    return {"base_mib": base, "write_mib": sampler.peak(until=written),
+            "before_close_mib": sampler.peak(since=written, until=written),
+            "close_mib": sampler.peak(since=written), "close_seconds": closed - written}
+
+
+def sink_memory(rows: int, options: dict[str, str]) -> dict:
+    """Streams ``rows`` random unit vectors through the LanceDB sink (one shard) and closes it."""
+    import numpy as np
+
+    from indexer.memory import limit_malloc_arenas
     from indexer_lancedb import LanceDBSink
 
     limit_malloc_arenas()  # as indexer build does (MALLOC_ARENA_MAX=16 in the environment: glibc's own 8 per core)
@@ -147,27 +181,13 @@ def sink_memory(rows: int, options: dict[str, str]) -> dict:
 
     def batches():
         for start in range(0, rows, block):
-            n = min(block, rows - start)
-            chunks = [Chunk(f"d{i}#0", f"d{i}", 0, "x" * 150, 32, 0, 150, f"{i:016x}") for i in range(start, start + n)]
-            v = rng.standard_normal((n, dim), dtype=np.float32)
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
-            batch = chunks_to_batch(chunks, "s")
-            yield batch.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim))
+            v = rng.standard_normal((min(block, rows - start), dim), dtype=np.float32)
+            yield synthetic_batch(start, v / np.linalg.norm(v, axis=1, keepdims=True))
 
-    model = ModelInfo("random", "local", "0" * 16, dim, "mean", True, 256)
     with tempfile.TemporaryDirectory() as tmp:
         sink = LanceDBSink(db=tmp, table="t", **options)
-        sink.open(model, {})
-        base = rss_mib()
-        sampler = Sampler()
-        sink.write_shard("s", batches())
-        written = sampler.mark()
-        sink.close()
-        closed = sampler.mark()
-        sampler.stop()
-    return {"rows": rows, "base_mib": base, "write_mib": sampler.peak(until=written),
-            "close_mib": sampler.peak(since=written), "close_seconds": closed - written,
-            "index": rows >= sink.ann_min_rows}
+        out = write_and_close(sink, dim, batches())
+    return {"rows": rows, **out, "index": rows >= sink.ann_min_rows}
 
 
 def main() -> int:
