@@ -39,12 +39,11 @@ BLOCK = 8192  # rows per batch written to a setting's table
 
 def load_vectors(db: str, table: str) -> np.ndarray:
     """The table's vectors, normalised, float32 (the sink stores normalised vectors; this guards the cosine)."""
+    from indexer.rows import vector_rows
     from indexer_lancedb import VECTOR, LanceDBSink
 
     tbl = LanceDBSink(db=db, table=table)._table()
-    column = tbl.search().select([VECTOR]).limit(tbl.count_rows()).to_arrow()
-    flat = column[VECTOR].combine_chunks()
-    vectors = flat.values.to_numpy(zero_copy_only=False).reshape(len(flat), -1).astype(np.float32)
+    vectors = vector_rows(tbl.search().select([VECTOR]).limit(tbl.count_rows()).to_arrow()[VECTOR]).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
