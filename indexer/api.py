@@ -10,9 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from indexer.components import Hit
+from typing import TYPE_CHECKING
+
 from indexer.config import DEFAULT_DB, BuildConfig
 from indexer.summary import RunSummary
+
+if TYPE_CHECKING:
+    from indexer.retrieval import SearchResults
 
 
 def build(source: str | None = None, *, config: str | Path | None = None, **settings: Any) -> RunSummary:
@@ -30,22 +34,31 @@ def reembed(from_table: str, model: str, *, config: str | Path | None = None, **
 
 
 def search(query: str, *, db: str = DEFAULT_DB, table: str | None = None, k: int = 10, by_doc: bool = False,
-           filter: str | None = None, sink: str = "lancedb") -> list[Hit]:
-    """Top ``k`` chunks (or documents, with ``by_doc``) for one query; ``sink`` names the searchable sink."""
-    from indexer.retrieval import open_index
+           filter: str | None = None, sink: str = "lancedb", mode: str | None = None, fusion: str | None = None,
+           rrf_k: int | None = None, text_weight: float | None = None, fuse: str | None = None) -> "SearchResults":
+    """Top ``k`` chunks (or documents, with ``by_doc``) for one query; ``sink`` names the searchable sink.
 
-    return open_index(db, table, sink_name=sink).search([query], k, by_doc, filter)[0]
+    ``mode`` is ``dense``, ``text`` or ``hybrid`` (with ``fusion`` ``rrf`` or ``convex``, ``rrf_k``,
+    ``text_weight`` and ``fuse``: documents fused after aggregating their chunks, ``doc``, or before, ``chunk``); what is not given comes from the settings ``indexer tune-search`` recorded for the table, else
+    the defaults. ``filter`` is a SQL predicate on the table's columns (e.g. ``"topic = 'Science'"``), applied
+    before ranking. The result is a list of hits whose ``.settings`` say how they were ranked."""
+    return search_batch({"q": query}, db=db, table=table, k=k, by_doc=by_doc, filter=filter, sink=sink, mode=mode,
+                        fusion=fusion, rrf_k=rrf_k, text_weight=text_weight, fuse=fuse)["q"]
 
 
 def search_batch(queries: dict[str, str], *, db: str = DEFAULT_DB, table: str | None = None, k: int = 100,
                  by_doc: bool = False, run_file: str | Path | None = None, tag: str = "indexer",
-                 sink: str = "lancedb") -> dict[str, list[Hit]]:
-    """Search many queries (id → text); optionally write a TREC run file."""
-    from indexer.retrieval import open_index, write_trec
+                 sink: str = "lancedb", filter: str | None = None, mode: str | None = None,
+                 fusion: str | None = None, rrf_k: int | None = None,
+                 text_weight: float | None = None, fuse: str | None = None) -> "dict[str, SearchResults]":
+    """Search many queries (id → text), with the options of :func:`search`; optionally write a TREC run file."""
+    from indexer.retrieval import SearchResults, open_index, write_trec
 
     index = open_index(db, table, sink_name=sink)
+    settings, origin = index.resolve(mode=mode, fusion=fusion, rrf_k=rrf_k, text_weight=text_weight, fuse=fuse)
     ids = list(queries)
-    results = dict(zip(ids, index.search([queries[q] for q in ids], k, by_doc)))
+    ranked = index.search([queries[q] for q in ids], k, by_doc, filter, settings)
+    results = {q: SearchResults(hits, settings, origin) for q, hits in zip(ids, ranked)}
     if run_file:
         write_trec(results, run_file, tag=tag, by_doc=by_doc)
     return results

@@ -87,18 +87,39 @@ def build(source, config_file, options, no_progress, summary_json, **settings) -
         raise SystemExit(f"{len(summary.bad)} record(s) skipped and --strict was given")
 
 
+def search_options(f):
+    """The options that say how to rank: shared by every command that searches."""
+    for option in reversed([
+        click.option("--mode", type=click.Choice(["dense", "text", "hybrid"]),
+                     help="dense (vectors), text (BM25 full text) or hybrid (both, fused). Default: what "
+                          "`indexer tune-search` recorded for the table, else dense."),
+        click.option("--fusion", type=click.Choice(["rrf", "convex"]),
+                     help="Hybrid: reciprocal-rank fusion, or a convex combination of normalised scores."),
+        click.option("--rrf-k", type=click.IntRange(min=1), help="Hybrid rrf: the rank constant (default 60)."),
+        click.option("--text-weight", type=click.FloatRange(0, 100),
+                     help="Hybrid: the text ranking's weight against the dense ranking's 1 (default 1)."),
+        click.option("--fuse", type=click.Choice(["doc", "chunk"]),
+                     help="Hybrid with --by-doc: fuse document rankings (doc) or chunk rankings, then aggregate."),
+        click.option("--where", "filter", help="SQL predicate on the table's columns, applied before ranking, e.g. "
+                                               "\"topic = 'Science'\" (metadata fields are columns; so is doc_id)."),
+    ]):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.argument("query", required=False)
 @click.option("--db", envvar="INDEXER_DB", default="index.lancedb", show_default=True)
 @click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
 @click.option("-k", "--k", "k", type=int, help="Results per query (default 10; 100 with --queries).")
 @click.option("--by-doc", is_flag=True, help="Rank documents by their best chunk instead of chunks.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@search_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: the settings used and the hits.")
 @click.option("--queries", type=click.Path(dir_okay=False), help="Batch mode: a queries file (BEIR jsonl or TSV).")
 @click.option("--run-file", type=click.Path(dir_okay=False), help="Batch mode: write a TREC run here.")
 @click.option("--tag", default="indexer", show_default=True, help="Run tag for the TREC file.")
 @click.option("--sink", default="lancedb", show_default=True, help="Searchable sink holding the index, e.g. colbert for a PLAID index.")
-def search(query, db, table, k, by_doc, as_json, queries, run_file, tag, sink) -> None:
+def search(query, db, table, k, by_doc, as_json, queries, run_file, tag, sink, **how) -> None:
     """Search the index for QUERY, or run a batch of --queries into a TREC --run-file."""
     from indexer import api
 
@@ -108,21 +129,32 @@ def search(query, db, table, k, by_doc, as_json, queries, run_file, tag, sink) -
         from indexer.retrieval import read_queries
 
         results = api.search_batch(read_queries(queries), db=db, table=table, k=k or 100, by_doc=by_doc,
-                                   run_file=run_file, tag=tag, sink=sink)
-        click.echo(f"wrote {sum(len(h) for h in results.values()):,} results for {len(results):,} queries to {run_file}", err=True)
+                                   run_file=run_file, tag=tag, sink=sink, **how)
+        first = next(iter(results.values()), None)
+        ranked = f" ({_ranked_by(first)})" if first is not None else ""
+        click.echo(f"wrote {sum(len(h) for h in results.values()):,} results for {len(results):,} queries to "
+                   f"{run_file}{ranked}", err=True)
         return
     if not query:
         raise click.UsageError("give a QUERY, or --queries FILE --run-file FILE")
-    hits = api.search(query, db=db, table=table, k=k or 10, by_doc=by_doc, sink=sink)
+    hits = api.search(query, db=db, table=table, k=k or 10, by_doc=by_doc, sink=sink, **how)
     if as_json:
-        click.echo(json.dumps([h.__dict__ for h in hits], indent=1, ensure_ascii=False))
+        click.echo(json.dumps({"mode": hits.settings.mode, "settings": hits.settings.to_dict(),
+                               "settings_from": hits.origin, "hits": [h.__dict__ for h in hits]},
+                              indent=1, ensure_ascii=False))
         return
+    click.echo(_ranked_by(hits), err=True)
     width = 110
     for rank, h in enumerate(hits, 1):
         snippet = " ".join(h.text.split())
         snippet = snippet[: width - 12] + ("…" if len(snippet) > width - 12 else "")
         click.echo(f"{rank:>3}  {h.score:.4f}  {click.style(h.doc_id, bold=True)}  [{h.id}]")
         click.echo(f"           {snippet}")
+
+
+def _ranked_by(results) -> str:
+    origin = {"recorded": "recorded by tune-search", "default": "default", "given": "as given"}[results.origin]
+    return f"mode {results.settings.describe()}, {origin}"
 
 
 @cli.command("eval")

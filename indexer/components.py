@@ -348,6 +348,9 @@ class Sink(Component):
 
     #: Whether :meth:`search` is implemented (``indexer search`` refuses other sinks up front).
     searchable: ClassVar[bool] = False
+    #: The search modes it serves (:mod:`indexer.retrieval`): ``dense`` needs :meth:`search`, ``text``
+    #: :meth:`search_texts`, ``hybrid`` both.
+    search_modes: ClassVar[tuple[str, ...]] = ("dense",)
 
     def __init__(self, *, db: str, table: str, **options: Any):
         self.db = db
@@ -383,6 +386,14 @@ class Sink(Component):
         """Top ``k`` hits per query text, best first: the queries embedded by ``embedder`` (the table's), then
         :meth:`search`. A sink whose store embeds queries itself (a PLAID index) overrides this."""
         return self.search(embedder.embed_queries(queries), k, filter=filter)
+
+    def search_texts(self, queries: Sequence[str], k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
+        """Top ``k`` hits per query by full-text relevance (e.g. BM25), best first."""
+        raise NotImplementedError(f"sink {type(self).__name__} has no full-text search")
+
+    def check_filter(self, filter: str) -> None:
+        """Raise :class:`indexer.errors.ConfigError`, naming the filterable fields, when ``filter`` cannot be
+        evaluated here; called before any search."""
 
     def count(self) -> int:
         raise NotImplementedError

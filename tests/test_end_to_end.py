@@ -48,7 +48,7 @@ def test_build_search_and_info(tmp_path, model_path, small_corpus):
     runner = CliRunner()
     out = runner.invoke(cli, ["search", "a famous painter", "--db", str(tmp_path / "db"), "--k", "3", "--json"])
     assert out.exit_code == 0, out.output
-    assert len(json.loads(out.output)) == 3
+    assert len(json.loads(out.output)["hits"]) == 3
     out = runner.invoke(cli, ["info", "--db", str(tmp_path / "db")])
     assert "384" in out.output and "rows      " in out.output
 

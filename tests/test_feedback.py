@@ -318,6 +318,40 @@ def test_reembed_promotes_only_when_the_heldout_metric_improves(base, worse_mode
     assert api.search("Sprint race", db=str(db), k=3)
 
 
+def test_tune_search_scores_the_grid_on_heldout_pairs_records_the_best_and_reembed_inherits_it(base, worse_model,
+                                                                                                  tmp_path):
+    from indexer.retrieval import SearchSettings, recorded_settings
+    from indexer.state import WorkDir
+    from indexer_feedback.judgements import is_heldout
+    from indexer_feedback.tuning import GRID
+
+    db = _copy(base, "tuned.lancedb")
+    heldout = [a for a in base["articles"] if is_heldout(a["id"], 0, 0.2)]
+    out = json.loads(invoke("tune-search", "--db", db, "--json"))
+    assert out["judgements"] == "held-out" and out["queries"] == len({a["description"] for a in heldout})
+    assert [SearchSettings.from_dict(r["settings"]) for r in out["scores"]] == GRID
+    best = max(out["scores"], key=lambda r: r["ndcg@10"])
+    assert out["best"] == best["settings"] and out["recorded"] is True
+    work = WorkDir(db / "_indexer")
+    record = recorded_settings(work, base["table"])
+    assert record["settings"] == best["settings"] and record["scores"]["ndcg@10"] == best["ndcg@10"]
+    # the pairs on the training side are shuffled: scored on every pair, every setting does worse
+    everything = json.loads(invoke("tune-search", "--db", db, "--json", "--all-pairs", "--dry-run"))
+    assert everything["queries"] == len({a["description"] for a in base["articles"]}) and not everything["recorded"]
+    assert max(r["ndcg@10"] for r in everything["scores"]) < best["ndcg@10"]
+    assert recorded_settings(work, base["table"])["settings"] == best["settings"]
+
+    hits = api.search("Sprint race", db=str(db), k=3)
+    assert hits.origin == "recorded" and hits.settings.to_dict() == best["settings"]
+    # a re-embedded table is searched as the table it came from, and both are scored that way
+    invoke("reembed", "--model", worse_model, "--db", db, "--no-progress", "--summary-json", tmp_path / "r.json")
+    outcome = json.loads((tmp_path / "r.json").read_text())
+    inherited = recorded_settings(work, outcome["table"])
+    assert inherited["settings"] == best["settings"] and inherited["inherited_from"] == base["table"]
+    described = SearchSettings.from_dict(best["settings"]).describe()
+    assert outcome["before"]["search"] == outcome["after"]["search"] == described
+
+
 def test_alias_and_prune_refuse_what_would_lose_data(base):
     from indexer_feedback.versions import prune, set_alias
 

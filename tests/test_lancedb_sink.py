@@ -73,8 +73,8 @@ def test_round_trip_keeps_every_column(make_sink):
     got = stored(make_sink())
     assert sorted(got) == sorted(batch.column("id").to_pylist())
     for row in batch.to_pylist():
-        back = got[row["id"]]
-        assert {k: v for k, v in back.items() if k != "vector"} == {k: v for k, v in row.items() if k != "vector"}
+        back = got[row["id"]]  # the stored row also has the metadata fields as columns (tested below)
+        assert {k: back[k] for k in row if k != "vector"} == {k: v for k, v in row.items() if k != "vector"}
         np.testing.assert_array_equal(np.array(back["vector"], np.float32), np.array(row["vector"], np.float32))
 
 
@@ -237,13 +237,14 @@ def test_flat_search_equals_brute_force_cosine(make_sink):
 
 
 def test_ann_index_is_built_over_the_threshold_and_not_rebuilt(make_sink, capfd):
-    with make_sink(ann_min_rows=300) as sink:
+    # fts=False: only the vector index is under test here
+    with make_sink(ann_min_rows=300, fts=False) as sink:
         sink.open(MODEL, META)
         sink.write_shard("a", [rows("a", 200, seed=1)])
     assert not make_sink()._table().list_indices()
     assert "index" not in capfd.readouterr().err  # below the threshold flat search is exact: nothing to say
 
-    with make_sink(ann_min_rows=300) as sink:
+    with make_sink(ann_min_rows=300, fts=False) as sink:
         sink.open(MODEL, META)
         sink.write_shard("b", [rows("b", 150, seed=2)])
     err = capfd.readouterr().err
@@ -251,24 +252,24 @@ def test_ann_index_is_built_over_the_threshold_and_not_rebuilt(make_sink, capfd)
     indexes = make_sink()._table().list_indices()
     assert [(i.index_type, i.columns) for i in indexes] == [("IvfHnswSq", ["vector"])]
 
-    sink = make_sink(ann_min_rows=300)
+    sink = make_sink(ann_min_rows=300, fts=False)
     sink.open(MODEL, META)
     sink.close()
     sink.close()
     assert "index" not in capfd.readouterr().err
 
     # A few new rows join the index incrementally; a table that doubled gets a fresh index.
-    with make_sink(ann_min_rows=300) as sink:
+    with make_sink(ann_min_rows=300, fts=False) as sink:
         sink.open(MODEL, META)
         sink.write_shard("c", [rows("c", 40, seed=3)])
     assert "added 40 new rows to its indexes" in capfd.readouterr().err
     table = make_sink()._table()
     assert table.index_stats(table.list_indices()[0].name).num_unindexed_rows == 0
-    with make_sink(ann_min_rows=300) as sink:
+    with make_sink(ann_min_rows=300, fts=False) as sink:
         sink.open(MODEL, META)
         sink.write_shard("d", [rows("d", 400, seed=4)])
     assert "built IVF_HNSW_SQ index on 'vector' over 790 rows" in capfd.readouterr().err
-    with make_sink(ann_min_rows=300) as sink:
+    with make_sink(ann_min_rows=300, fts=False) as sink:
         sink.open(MODEL, META)
         sink.write_shard("c", [])
         sink.write_shard("d", [])
@@ -316,7 +317,7 @@ def test_full_text_search_finds_a_planted_word(make_sink, capfd):
         sink.write_shard("b", [rows("b", 3, text=lambda i: "zeppelin again")])
     assert {h.id for h in make_sink().search_text("zeppelin", k=10)} == {"a/d42#0", "b/d0#0", "b/d1#0", "b/d2#0"}
 
-    with make_sink(table="plain") as plain:
+    with make_sink(table="plain", fts=False) as plain:
         plain.open(MODEL, META)
     with pytest.raises(ConfigError, match="no full-text index"):
         make_sink(table="plain").search_text("zeppelin")
@@ -351,3 +352,99 @@ def test_check_refuses_a_read_only_parent(sink_cls, tmp_path):
             sink_cls(db=str(locked / "db"), table="t").check()
     finally:
         locked.chmod(0o700)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Metadata as typed columns, filters, the full-text index's options
+
+
+def with_metadata(shard: str, objects: list, **kw) -> pa.RecordBatch:
+    batch = rows(shard, len(objects), **kw)
+    column = pa.array([json.dumps(o) if o is not None else None for o in objects], pa.string())
+    return batch.set_column(batch.schema.get_field_index("metadata"), "metadata", column)
+
+
+def test_metadata_fields_become_typed_columns(make_sink):
+    objects = [{"topic": "Science", "year": 1990, "score": 0.5, "open": True, "tags": ["a", "b"], "shard": "x",
+                "extra": {"k": 1}},
+               {"topic": "Arts", "year": 2001, "score": 2, "open": False, "tags": [], "shard": "y", "extra": None},
+               None]
+    with make_sink() as sink:
+        sink.open(MODEL, META)
+        sink.write_shard("a", [with_metadata("a", objects)])
+    table = make_sink()._table()
+    types = {f.name: f.type for f in table.schema}
+    assert types["topic"] == pa.string() and types["year"] == pa.int64() and types["score"] == pa.float64()
+    assert types["open"] == pa.bool_() and types["tags"] == pa.list_(pa.string()) and types["extra"] == pa.string()
+    assert types["meta_shard"] == pa.string() and types["shard"] == pa.string()  # indexer's own column kept
+    got = stored(make_sink())
+    assert got["a/d0#0"]["year"] == 1990 and got["a/d1#0"]["score"] == 2.0 and got["a/d0#0"]["extra"] == '{"k": 1}'
+    assert got["a/d0#0"]["meta_shard"] == "x" and got["a/d0#0"]["shard"] == "a"
+    assert got["a/d2#0"]["topic"] is None
+    assert [h.doc_id for h in make_sink().search(unit_vectors(1, 5), k=5, filter="year > 2000")[0]] == ["a/d1"]
+    assert [h.doc_id for h in make_sink().search(unit_vectors(1, 5), k=5, filter="array_has(tags, 'b')")[0]] == ["a/d0"]
+
+
+def test_a_field_that_appears_late_gets_its_column_and_a_value_that_does_not_fit_is_null(make_sink):
+    with make_sink() as sink:
+        sink.open(MODEL, META)
+        # "colour" first shows up in the shard's second batch, after the write fixed its schema
+        sink.write_shard("a", [with_metadata("a", [{"year": 1}, {"year": 2}]),
+                               with_metadata("a", [{"year": 3, "colour": "red"}], start=2)])
+        sink.write_shard("b", [with_metadata("b", [{"year": "unknown", "colour": "blue"}])])
+    got = stored(make_sink())
+    assert got["a/d2#0"]["colour"] == "red" and got["b/d0#0"]["colour"] == "blue" and got["a/d0#0"]["colour"] is None
+    assert got["b/d0#0"]["year"] is None  # int64 column: the word stays only in the JSON metadata
+    assert json.loads(got["b/d0#0"]["metadata"]) == {"year": "unknown", "colour": "blue"}
+    assert len(got) == 4
+
+
+def test_check_filter_names_the_filterable_columns(make_sink):
+    with make_sink() as sink:
+        sink.open(MODEL, META)
+        sink.write_shard("a", [with_metadata("a", [{"topic": "Science"}])])
+    make_sink().check_filter("topic = 'Science' AND doc_id != 'x'")
+    with pytest.raises(ConfigError, match=r"No field named topik.*filterable columns of table chunks: topic, id, "
+                                          r"doc_id"):
+        make_sink().check_filter("topik = 'Science'")
+    with pytest.raises(ConfigError, match="--where"):
+        make_sink().check_filter("topic = 'Science' OR")
+
+
+def test_full_text_index_is_on_by_default_and_follows_its_options(make_sink, capfd):
+    text = lambda i: ["running dogs", "the café", "a CAT"][i]  # noqa: E731
+    with make_sink() as sink:
+        sink.open(MODEL, META)
+        sink.write_shard("a", [rows("a", 3, text=text)])
+    assert "built full-text index" in capfd.readouterr().err
+    assert [h.id for h in make_sink().search_text("run")] == ["a/d0#0"]  # stemmed
+    assert [h.id for h in make_sink().search_text("cafe")] == ["a/d1#0"]  # ASCII-folded
+    assert [[h.id for h in r] for r in make_sink().search_texts(["cat", "", "zebra"], k=3)] == [["a/d2#0"], [], []]
+
+    with make_sink(fts_stem="false", fts_ascii_folding=False) as sink:  # other options: the index is rebuilt
+        sink.open(MODEL, META)
+    assert "built full-text index" in capfd.readouterr().err
+    assert make_sink().search_text("run") == [] and make_sink().search_text("cafe") == []
+    assert [h.id for h in make_sink().search_text("running")] == ["a/d0#0"]
+    with make_sink(fts_stem="false", fts_ascii_folding=False) as sink:  # same options: left alone
+        sink.open(MODEL, META)
+    assert "built full-text index" not in capfd.readouterr().err
+
+    with make_sink(fts="false") as sink:
+        sink.open(MODEL, META)
+    assert "dropped its full-text index" in capfd.readouterr().err
+    with pytest.raises(ConfigError, match="no full-text index"):
+        make_sink().search_text("cat")
+
+
+def test_scalar_index_option(make_sink, capfd):
+    with make_sink(scalar_index="topic:BITMAP,year,nope") as sink:
+        sink.open(MODEL, META)
+        sink.write_shard("a", [with_metadata("a", [{"topic": "Science", "year": 1}, {"topic": "Arts", "year": 2}])])
+    err = capfd.readouterr().err
+    assert "built BITMAP index on 'topic'" in err and "built BTREE index on 'year'" in err
+    assert "no column 'nope' for scalar_index" in err
+    kinds = {tuple(i.columns): i.index_type for i in make_sink()._table().list_indices()}
+    assert kinds[("topic",)].upper() == "BITMAP" and kinds[("year",)].upper() == "BTREE"
+    with pytest.raises(ConfigError, match="known: BTREE, BITMAP, LABEL_LIST"):
+        make_sink(scalar_index="topic:HASH")

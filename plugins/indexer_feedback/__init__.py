@@ -3,7 +3,8 @@ stored chunks into a new model-versioned table and promote it only when held-out
 
 * store ``lancedb``: pairs in the LanceDB table ``_feedback`` of the index's database (:mod:`indexer_feedback.store`);
 * :class:`FeedbackLog`: the Python API an application logs clicks and thumbs with;
-* commands ``feedback add|import|export|stats``, ``finetune``, ``reembed``, ``alias set|list``, ``prune``.
+* commands ``feedback add|import|export|stats``, ``finetune``, ``reembed``, ``alias set|list``, ``prune``;
+* ``tune-search``: the search mode and fusion that win on held-out feedback, recorded with the table.
 
 Nothing heavy is imported here: lancedb, torch and sentence-transformers load inside the functions that use them.
 """

@@ -1,5 +1,5 @@
-"""The feedback loop's commands: ``feedback add|import|export|stats``, ``finetune``, ``reembed``, ``alias set|list``
-and ``prune``. Thin layers over the modules beside this one; heavy imports happen inside the command bodies."""
+"""The feedback loop's commands: ``feedback add|import|export|stats``, ``finetune``, ``reembed``, ``alias set|list``,
+``prune`` and ``tune-search``. Thin layers over the modules beside this one; heavy imports happen inside the command bodies."""
 
 from __future__ import annotations
 
@@ -188,6 +188,29 @@ def reembed(model, from_table, table, db, work_dir, options, promote_if_better, 
             json.dump(outcome.to_dict(), f, indent=1)
 
 
+@click.command("tune-search")
+@DB
+@click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
+@click.option("--metric", type=click.Choice(["ndcg@10", "recall@10", "recall@100", "mrr@10"]), default="ndcg@10",
+              show_default=True, help="What decides.")
+@click.option("--all-pairs", is_flag=True, help="Score on every judgement, not only the held-out split (for a table "
+                                                "whose model was not fine-tuned on this feedback).")
+@click.option("--holdout", type=float, default=0.2, show_default=True, help="Fraction of documents held out (as finetune).")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the held-out split (as finetune).")
+@click.option("--dry-run", is_flag=True, help="Score the settings but record nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@STORE
+@WORK_DIR
+def tune_search(db, table, metric, all_pairs, holdout, split_seed, dry_run, as_json, store, work_dir) -> None:
+    """Score search modes and fusion settings on the table's judged queries; record the best with the table,
+    where `indexer search` and the API find it."""
+    from indexer_feedback.tuning import tune_search as run
+
+    outcome = run(db, table, metric=metric, all_pairs=all_pairs, holdout=holdout, split_seed=split_seed,
+                  store=store, work_dir=work_dir, dry_run=dry_run)
+    click.echo(json.dumps(outcome.to_dict(), indent=1) if as_json else outcome.render())
+
+
 @click.group()
 def alias() -> None:
     """Names that point at tables; searches without --table use 'current'."""
@@ -242,6 +265,6 @@ def prune(tables, db, work_dir, dry_run) -> None:
 
 def register(cli: click.Group) -> None:
     for command, name in ((feedback, "feedback"), (finetune, "finetune"), (reembed, "reembed"), (alias, "alias"),
-                          (prune, "prune")):
+                          (prune, "prune"), (tune_search, "tune-search")):
         if name not in cli.commands:  # the core (or another plugin) may bring its own
             cli.add_command(command, name)

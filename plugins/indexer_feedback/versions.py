@@ -60,8 +60,9 @@ def heldout_from_files(qrels: str, queries: str) -> Heldout:
                    f"{qrels}")
 
 
-def score_table(db: str, table: str, heldout: Heldout, work_dir: str | None = None) -> dict[str, float]:
-    """indexer eval's metrics of ``table`` (documents ranked by their best chunk) on the held-out judgements."""
+def score_table(db: str, table: str, heldout: Heldout, work_dir: str | None = None) -> dict[str, Any]:
+    """indexer eval's metrics of ``table`` (documents ranked by their best chunk) on the held-out judgements,
+    searched the way the table is searched (its recorded settings, else the default); ``"search"`` names them."""
     from indexer.metrics import evaluate
     from indexer.retrieval import open_index
 
@@ -69,7 +70,17 @@ def score_table(db: str, table: str, heldout: Heldout, work_dir: str | None = No
     qids = sorted(heldout.queries)
     results = index.search([heldout.queries[q] for q in qids], k=100, by_doc=True)
     run = {q: [(h.doc_id, h.score) for h in hits] for q, hits in zip(qids, results)}
-    return evaluate(heldout.qrels, run)
+    return {**evaluate(heldout.qrels, run), "search": index.settings.describe()}
+
+
+def inherit_search_settings(work: WorkDir, from_table: str, table: str) -> None:
+    """A re-embedded table is searched as the table it came from until tune-search says otherwise: which mode
+    and fusion win depends on the corpus and its queries more than on the model."""
+    from indexer.retrieval import SearchSettings, record_settings, recorded_settings
+
+    old = recorded_settings(work, from_table)
+    if old is not None and recorded_settings(work, table) is None:
+        record_settings(work, table, SearchSettings.from_dict(old["settings"]), inherited_from=from_table)
 
 
 @dataclass
@@ -100,7 +111,8 @@ class ReembedOutcome:
             for m in METRICS:
                 mark = "  <- decides" if m == self.metric else ""
                 lines.append(f"  {m:<11} {self.before[m]:>8.4f} {self.after[m]:>8.4f} {self.after[m] - self.before[m]:>+8.4f}{mark}")
-            lines.append(f"  before = table {self.from_table}, after = table {self.table}")
+            lines.append(f"  before = table {self.from_table} searched {self.before.get('search', 'dense')}, "
+                         f"after = table {self.table} searched {self.after.get('search', 'dense')}")
         lines.append(self.reason)
         return "\n".join(lines)
 
@@ -130,6 +142,7 @@ def reembed(config: BuildConfig, from_table: str | None = None, *, promote_if_be
     if summary.table == source_table:
         out.reason = f"the model is the one table {source_table} already holds: nothing to compare"
         return out
+    inherit_search_settings(work, source_table, summary.table)
     if heldout is not None:
         out.heldout = heldout.origin
         out.before = score_table(config.db, source_table, heldout, str(work.root))

@@ -1,4 +1,5 @@
-"""The default sink: a LanceDB table per model, searchable by vector (cosine) and, optionally, full text.
+"""The default sink: a LanceDB table per model, searchable by vector (cosine) and by full text (BM25), with
+metadata fields as typed columns that search filters evaluate natively (:mod:`indexer_lancedb.columns`).
 
 What the table holds is recorded with it, as JSON under the key ``indexer`` in the Arrow field metadata of its
 ``vector`` column. Schema-level metadata would be the obvious place, but lancedb 0.40 offers no way to change it
@@ -14,7 +15,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -37,6 +38,12 @@ RESULT_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata"]
 ROWS_PER_HNSW_PARTITION = 1_000_000
 # Queries per lancedb call: a flat search shares one table scan across them.
 QUERY_BATCH = 1024
+# The full-text index's tokenizer options: sink option -> lancedb.index.FTS argument, default.
+FTS_OPTIONS = {"fts_tokenizer": ("base_tokenizer", "simple"), "fts_language": ("language", "English"),
+               "fts_stem": ("stem", True), "fts_stop_words": ("remove_stop_words", True),
+               "fts_ascii_folding": ("ascii_folding", True), "fts_lower_case": ("lower_case", True),
+               "fts_with_position": ("with_position", False)}
+SCALAR_INDEX_TYPES = ("BTREE", "BITMAP", "LABEL_LIST")
 
 
 class LanceDBSink(Sink):
@@ -49,7 +56,18 @@ class LanceDBSink(Sink):
     :param rows_per_partition: rows per IVF partition of the ANN index (0: one HNSW graph per million rows, and
         lancedb's own sizing for the other index types). A search probes lancedb's default of 20 partitions, so
         past 20 partitions smaller ones trade recall for speed (``scripts/bench_ann.py`` measures both).
-    :param fts: keep a full-text index on ``text`` for :meth:`search_text`.
+    :param fts: keep a full-text (BM25) index on ``text`` for text and hybrid search, rebuilt when its tokenizer
+        options change (``fts=false`` drops it).
+    :param fts_tokenizer: lancedb's base tokenizer (``simple``: split on whitespace and punctuation; ``whitespace``,
+        ``raw``, ``ngram``, ``icu``).
+    :param fts_language: language for stemming and stop words (``English``, ``French``, ``German``, ...).
+    :param fts_stem: reduce words to their stem ("running" -> "run").
+    :param fts_stop_words: leave out the language's stop words.
+    :param fts_ascii_folding: fold accented letters to ASCII ("café" -> "cafe").
+    :param fts_lower_case: case-insensitive matching.
+    :param fts_with_position: store token positions (phrase queries; a bigger index).
+    :param scalar_index: columns to keep a scalar index on, for fast filters on big tables: ``"topic,doc_id"``;
+        ``name:BITMAP`` for a column of few distinct values, ``name:LABEL_LIST`` for a list column (default BTREE).
     :param metric: only ``cosine``: scores are cosine similarities.
     :param refine_factor: an ANN search fetches ``k * refine_factor`` candidates and re-scores them with the
         stored vectors, so returned scores are exact cosine similarities (quantized distances are not).
@@ -57,6 +75,7 @@ class LanceDBSink(Sink):
 
     description: ClassVar[str] = "LanceDB table (vector + optional full-text search)"
     searchable: ClassVar[bool] = True
+    search_modes: ClassVar[tuple[str, ...]] = ("dense", "text", "hybrid")
     sink_name: ClassVar[str | None] = None  # set by a subclass whose tables only it can search
     vector_kind: ClassVar[str] = "dense"  # what the vector column holds: the embedder's ModelInfo.kind
     other_kind_hint: ClassVar[str] = "with --late-interaction colbert, write to --sink colbert or lancedb-multivector"
@@ -68,16 +87,19 @@ class LanceDBSink(Sink):
         table: str,
         ann_min_rows: int = 100_000,
         index_type: str = "IVF_HNSW_SQ",
-        fts: bool | str = False,
+        fts: bool | str = True,
         metric: str = "cosine",
         refine_factor: int = 2,
         rows_per_partition: int = 0,
+        scalar_index: str | list[str] = "",
         **options: Any,
     ):
+        self.fts_config = fts_config({name: options.pop(name) for name in FTS_OPTIONS if name in options})
         super().__init__(db=db, table=table, **options)
         self.ann_min_rows = option_int("lancedb", "ann_min_rows", ann_min_rows, minimum=1)
         self.index_type = str(index_type).upper()
         self.fts = option_bool("lancedb", "fts", fts)
+        self.scalar_indexes = _scalar_index_option(scalar_index)
         self.metric = str(metric).lower()
         self.refine_factor = option_int("lancedb", "refine_factor", refine_factor, minimum=1)
         self.rows_per_partition = option_int("lancedb", "rows_per_partition", rows_per_partition, minimum=0)
@@ -179,26 +201,42 @@ class LanceDBSink(Sink):
             raise RuntimeError("LanceDBSink.open() must be called before write_shard()")
         import pyarrow as pa
 
-        schema = self._schema
+        from indexer_lancedb import columns  # pyarrow: not at plugin import
+
+        base = self._schema
         written = 0
         failure: BaseException | None = None
+        late: set[str] = set()  # metadata fields first seen after the write began: their columns come after it
+        escaped = shard.replace("'", "''")
+        tbl = self._table()
+
+        incoming = (b for b in (_conform(b, base) for b in _record_batches(batches)) if b.num_rows)
+        first = next(incoming, None)
+        if first is not None:
+            # The first batch's metadata fields get their columns before the write, which fixes the schema.
+            self._add_columns(tbl, columns.new_fields(columns.parse(first.column("metadata")), tbl.schema))
+        schema = pa.schema([f.remove_metadata() for f in tbl.schema])
+        fields = columns.metadata_fields(schema)
 
         def rows() -> Iterator[Any]:
-            nonlocal written, failure
+            nonlocal failure
             try:
-                for batch in _record_batches(batches):
-                    batch = _conform(batch, schema)
-                    if batch.num_rows == 0:
-                        continue
-                    _check_shard_column(batch, shard)
-                    written += batch.num_rows
-                    yield batch
+                if first is not None:
+                    yield typed(first)
+                for batch in incoming:
+                    yield typed(batch)
             except BaseException as exc:
                 failure = exc
                 raise
 
-        escaped = shard.replace("'", "''")
-        tbl = self._table()
+        def typed(batch: Any) -> Any:
+            nonlocal written
+            _check_shard_column(batch, shard)
+            objects = columns.parse(batch.column("metadata"))
+            late.update(f.name for f in columns.new_fields(objects, schema))
+            written += batch.num_rows
+            return pa.RecordBatch.from_arrays([*batch.columns, *columns.columns_for(objects, fields)], schema=schema)
+
         reader = pa.RecordBatchReader.from_batches(schema, rows())
         try:
             if tbl.count_rows(f"shard = '{escaped}'") == 0:
@@ -218,7 +256,32 @@ class LanceDBSink(Sink):
             if failure is not None and failure is not exc:
                 raise failure from None
             raise
+        if late:
+            self._fill_late_columns(tbl, escaped)
         return written
+
+    def _add_columns(self, tbl: Any, fields: list[Any]) -> None:
+        if fields:
+            import pyarrow as pa
+
+            tbl.add_columns(pa.schema(fields))
+
+    def _fill_late_columns(self, tbl: Any, escaped_shard: str | None) -> None:
+        """Columns for metadata fields that appeared only after a shard's first batch: added now, and filled for
+        that shard's rows (every row with ``None``) from their JSON metadata — one more commit, only when a field
+        shows up late, or for a table written before metadata had columns."""
+        import pyarrow as pa
+
+        from indexer_lancedb import columns  # pyarrow: not at plugin import
+
+        query = tbl.search().where(f"shard = '{escaped_shard}'") if escaped_shard is not None else tbl.search()
+        rows = query.select(["id", "metadata"]).limit(None).to_arrow()
+        objects = columns.parse(rows.column("metadata"))
+        added = columns.new_fields(objects, tbl.schema)
+        self._add_columns(tbl, added)
+        values = columns.columns_for(objects, added)
+        update = pa.Table.from_arrays([rows.column("id"), *values], names=["id", *[f.name for f in added]])
+        tbl.merge_insert("id").when_matched_update_all().execute(update)
 
     def close(self) -> None:
         writing, self._writing = self._writing, False
@@ -237,6 +300,10 @@ class LanceDBSink(Sink):
         return super().__exit__(exc_type, *exc)
 
     def _maintain_indexes(self, tbl: Any) -> None:
+        from indexer_lancedb import columns  # pyarrow: not at plugin import
+
+        if not columns.metadata_fields(tbl.schema) and tbl.count_rows("metadata IS NOT NULL"):
+            self._fill_late_columns(tbl, None)  # written before metadata fields had columns of their own
         rows = tbl.count_rows()
         indexes = {i.name: i for i in tbl.list_indices()}
         vector_index = next((i for i in indexes.values() if VECTOR in i.columns and i.index_type != "FTS"), None)
@@ -254,16 +321,34 @@ class LanceDBSink(Sink):
                 stale = max(stale, stats.num_unindexed_rows)
         if self.fts:
             stats = tbl.index_stats(text_index.name) if text_index else None
-            if stats is None:
+            # The index records how it tokenizes; other options than those asked for now mean a rebuild.
+            details = (getattr(text_index, "index_details", None) or {}) if text_index else {}
+            if stats is None or {k: details.get(k) for k in self.fts_config} != self.fts_config:
                 start = time.perf_counter()
                 from lancedb.index import FTS
 
-                tbl.create_index(TEXT, config=FTS(), replace=True)
+                tbl.create_index(TEXT, config=FTS(**self.fts_config), replace=True)
                 _say(f"table {self.table!r}: built full-text index on {TEXT!r} over {rows:,} rows in "
                      f"{time.perf_counter() - start:.1f} s")
                 built = True
             else:
                 stale = max(stale, stats.num_unindexed_rows)
+        elif text_index is not None:
+            tbl.drop_index(text_index.name)  # fts=false: a stale index would answer text searches wrongly
+            _say(f"table {self.table!r}: dropped its full-text index (fts=false)")
+        for column, kind in self.scalar_indexes.items():
+            if column not in tbl.schema.names:
+                _say(f"table {self.table!r}: no column {column!r} for scalar_index; columns that can have one: "
+                     f"{', '.join(filterable_columns(tbl.schema))}")
+                continue
+            index = next((i for i in indexes.values() if i.columns == [column]), None)
+            if index is None or index.index_type.upper() != kind:
+                start = time.perf_counter()
+                tbl.create_scalar_index(column, index_type=kind, replace=True)
+                _say(f"table {self.table!r}: built {kind} index on {column!r} in {time.perf_counter() - start:.1f} s")
+                built = True
+            else:
+                stale = max(stale, tbl.index_stats(index.name).num_unindexed_rows)
         if stale:
             start = time.perf_counter()
             tbl.optimize()
@@ -333,16 +418,39 @@ class LanceDBSink(Sink):
 
     def search_text(self, query: str, k: int = 10, *, filter: str | None = None) -> list[Hit]:
         """Top ``k`` hits for a keyword query by BM25 (``Hit.score``), best first; needs the full-text index."""
+        return self.search_texts([query], k, filter=filter)[0]
+
+    def search_texts(self, queries: Sequence[str], k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         tbl = self._table()
         if not any(TEXT in i.columns and i.index_type == "FTS" for i in tbl.list_indices()):
-            raise ConfigError(f"table {self.table} has no full-text index; build with --option lancedb.fts=true")
-        builder = tbl.search(query, query_type="fts", fts_columns=TEXT).limit(k).select(RESULT_COLUMNS)
-        if filter:
-            builder = builder.where(filter, prefilter=True)
-        result = builder.to_arrow().to_pydict()
-        hits = [_hit(result, i, result["_score"][i]) for i in range(len(result["id"]))]
-        hits.sort(key=lambda h: (-h.score, h.id))
-        return hits
+            raise ConfigError(f"table {self.table} has no full-text index; build it again with the lancedb sink's "
+                              "default --option lancedb.fts=true (a rerun only builds the index)")
+        out = []
+        for query in queries:
+            if k < 1 or not query.strip():
+                out.append([])
+                continue
+            from lancedb.query import MatchQuery
+
+            # A MatchQuery takes the words as they are: no query syntax for a user's quotes or colons to break.
+            builder = tbl.search(MatchQuery(query, TEXT), query_type="fts").limit(k).select([*RESULT_COLUMNS, "_score"])
+            if filter:
+                builder = builder.where(filter, prefilter=True)
+            result = builder.to_arrow().to_pydict()
+            hits = [_hit(result, i, result["_score"][i]) for i in range(len(result["id"]))]
+            hits.sort(key=lambda h: (-h.score, h.id))
+            out.append(hits)
+        return out
+
+    def check_filter(self, filter: str) -> None:
+        """Fails with the columns a filter may name when ``filter`` is not a valid predicate on this table."""
+        tbl = self._table()
+        try:
+            tbl.search().where(filter).select(["id"]).limit(1).explain_plan()
+        except (ValueError, RuntimeError) as exc:
+            reason = str(exc).split(". Valid fields are")[0].removeprefix("Invalid input, ")
+            raise ConfigError(f"--where {filter!r}: {reason}; filterable columns of table {self.table}: "
+                              f"{', '.join(filterable_columns(tbl.schema))}") from None
 
     def count(self) -> int:
         tbl = self._open_table(required=False)
@@ -413,6 +521,39 @@ def _say(message: str) -> None:
     import click
 
     click.echo(message, err=True)
+
+
+def filterable_columns(schema: Any) -> list[str]:
+    """Columns a ``--where`` predicate can name: metadata columns first, then indexer's own (not the vector)."""
+    from indexer_lancedb import columns  # pyarrow: not at plugin import
+
+    own = [f.name for f in schema if f.name in columns.RESERVED and f.name != VECTOR]
+    return [f.name for f in columns.metadata_fields(schema)] + own
+
+
+def fts_config(options: dict[str, Any]) -> dict[str, Any]:
+    """lancedb.index.FTS's arguments from the sink's ``fts_*`` options (defaults for those not given)."""
+    config = {}
+    for name, (argument, default) in FTS_OPTIONS.items():
+        value = options.get(name, default)
+        config[argument] = option_bool("lancedb", name, value) if isinstance(default, bool) else str(value)
+    return config
+
+
+def _scalar_index_option(value: str | list[str]) -> dict[str, str]:
+    """``"topic,year:BITMAP"`` (or a list) -> ``{"topic": "BTREE", "year": "BITMAP"}``."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    out: dict[str, str] = {}
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        name, _, kind = item.partition(":")
+        kind = (kind or "BTREE").strip().upper()
+        if kind not in SCALAR_INDEX_TYPES:
+            raise ConfigError(f"lancedb option scalar_index: {item!r} names index type {kind!r}; known: "
+                              f"{', '.join(SCALAR_INDEX_TYPES)} (e.g. scalar_index=topic:BITMAP)")
+        out[name.strip()] = kind
+    return out
 
 
 def _dumps(meta: dict[str, Any]) -> str:

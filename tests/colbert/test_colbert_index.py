@@ -38,7 +38,7 @@ def built(colbert_model, tmp_path_factory):
 def _search_json(capsys, *args: str) -> list[dict]:
     capsys.readouterr()
     main(["search", *args, "--json"])
-    return json.loads(capsys.readouterr().out)
+    return json.loads(capsys.readouterr().out)["hits"]
 
 
 def test_build_then_search_round_trips_chunk_ids_and_metadata(built, capsys):
@@ -61,6 +61,16 @@ def test_build_then_search_round_trips_chunk_ids_and_metadata(built, capsys):
     docs = _search_json(capsys, query, "--db", built["db"], "--sink", "colbert", "-k", "10", "--by-doc")
     assert len({h["doc_id"] for h in docs}) == len(docs) == 10
     assert docs[0]["doc_id"] == target["id"] or target["id"] in [h["doc_id"] for h in docs[:3]]
+
+
+def test_a_mode_the_plaid_index_cannot_serve_fails_with_a_clear_message(built):
+    import indexer
+    from indexer.errors import ConfigError
+
+    for mode in ("text", "hybrid"):
+        with pytest.raises(ConfigError, match=f"sink 'colbert' cannot search in {mode} mode; it serves dense"):
+            indexer.search("sprint race", db=built["db"], sink="colbert", mode=mode)
+    assert indexer.search("sprint race", db=built["db"], sink="colbert", k=2).settings.mode == "dense"
 
 
 def test_plain_search_finds_the_multivector_table_by_its_recorded_sink(built, capsys):
