@@ -395,6 +395,10 @@ class Sink(Component):
         """Raise :class:`indexer.errors.ConfigError`, naming the filterable fields, when ``filter`` cannot be
         evaluated here; called before any search."""
 
+    def filterable_columns(self) -> list[str]:
+        """The columns a filter may name (metadata fields first)."""
+        return []
+
     def count(self) -> int:
         raise NotImplementedError
 

@@ -442,6 +442,9 @@ class LanceDBSink(Sink):
             out.append(hits)
         return out
 
+    def filterable_columns(self) -> list[str]:
+        return filterable_columns(self._table().schema)
+
     def check_filter(self, filter: str) -> None:
         """Fails with the columns a filter may name when ``filter`` is not a valid predicate on this table."""
         tbl = self._table()
