@@ -12,6 +12,7 @@ shuffled pairs at a learning rate far too high.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -350,6 +351,17 @@ def test_tune_search_scores_the_grid_on_heldout_pairs_records_the_best_and_reemb
     assert inherited["settings"] == best["settings"] and inherited["inherited_from"] == base["table"]
     described = SearchSettings.from_dict(best["settings"]).describe()
     assert outcome["before"]["search"] == outcome["after"]["search"] == described
+
+
+def test_finetune_measures_held_out_pairs_in_the_tables_search_settings():
+    from indexer.retrieval import SearchSettings
+    from indexer_feedback.finetune import heldout_metrics
+
+    evaluation = {"qrels": {"q": {"b": 1.0}}, "text": {"q": [("b", 5.0)]}}
+    dense = [[("a", 0.9), ("b", 0.8)]]
+    for mode, ndcg in (("dense", 1 / math.log2(3)), ("text", 1.0), ("hybrid", 1.0)):
+        evaluation["search"] = SearchSettings(mode).to_dict()
+        assert heldout_metrics(evaluation, ["q"], dense)["ndcg@10"] == pytest.approx(ndcg), mode
 
 
 def test_alias_and_prune_refuse_what_would_lose_data(base):

@@ -15,9 +15,11 @@ Three steps, split so that the middle one can run anywhere (this machine's CPU o
 
 The held-out measurement ranks a bounded evaluation corpus — the whole table when it has at most
 ``eval_max_chunks`` chunks, else the held-out documents plus the current table's top candidates for every
-held-out query — by each document's best chunk. On a bounded corpus "after" is slightly optimistic (documents
-the old model never ranked high are not there to distract the new one); ``indexer reembed`` measures both
-tables in full.
+held-out query — by each document's best chunk, in the table's search settings: in text or hybrid mode the
+table's full-text ranking of each query (restricted to the evaluation corpus, and the same before and after, as
+it does not depend on the model) is fused with the model's dense ranking, documents fused per document. On a
+bounded corpus "after" is slightly optimistic (documents the old model never ranked high are not there to
+distract the new one); ``indexer reembed`` measures both tables in full.
 """
 
 from __future__ import annotations
@@ -255,15 +257,43 @@ def _evaluation_set(s: FinetuneSettings, index: Any, tbl: Any, heldout: list[Jud
         scope = f"held-out documents + the current table's top candidates for their queries (cap {s.eval_max_chunks:,})"
     vectors = np.asarray([r["vector"] for r in corpus], dtype=np.float32)
     doc_ids = [r["doc_id"] for r in corpus]
-    ranked = rank_by_doc(qvecs, vectors, doc_ids)
-    before = evaluate(qrels, dict(zip(qids, ranked)))
-    return {
+    settings = index.settings
+    text: dict[str, list[tuple[str, float]]] = {}
+    if settings.mode != "dense":
+        from indexer.fusion import best_per_doc
+
+        in_corpus = {r["id"] for r in corpus}
+        found = index.sink.search_texts([queries[q] for q in qids], EVAL_CANDIDATES * 5)
+        text = {q: [(h.doc_id, h.score) for h in best_per_doc([h for h in hits if h.id in in_corpus])]
+                for q, hits in zip(qids, found)}
+    evaluation = {
         "scope": scope,
         "queries": queries,
         "qrels": qrels,
         "corpus": [{"id": r["id"], "doc_id": r["doc_id"], "text": r["text"]} for r in corpus],
-        "before": before,
+        "search": settings.to_dict(),
+        "text": text,
     }
+    evaluation["before"] = heldout_metrics(evaluation, qids, rank_by_doc(qvecs, vectors, doc_ids))
+    return evaluation
+
+
+def heldout_metrics(evaluation: dict[str, Any], qids: list[str],
+                    dense: list[list[tuple[str, float]]]) -> dict[str, float]:
+    """The held-out metrics of documents ranked by the model's vectors (``dense``, per query) in the table's search
+    settings: fused with the stored full-text ranking in text and hybrid modes."""
+    from indexer.components import Hit
+    from indexer.retrieval import SearchSettings, rank
+
+    settings = SearchSettings.from_dict(evaluation.get("search") or {}).with_(fuse="doc")
+    text = evaluation.get("text") or {}
+
+    def hits(ranking: list) -> list[Hit]:
+        return [Hit(id=d, doc_id=d, score=s) for d, s in ranking]
+
+    run = {q: [(h.doc_id, h.score) for h in rank(hits(d), hits(text.get(q, [])), 100, True, settings)]
+           for q, d in zip(qids, dense)}
+    return evaluate(evaluation["qrels"], run)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -364,8 +394,7 @@ def _evaluate_model(model: Any, evaluation: dict[str, Any]) -> dict[str, float]:
     qv = model.encode_query(queries, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
     cv = model.encode_document([r["text"] for r in corpus], batch_size=64, convert_to_numpy=True,
                                normalize_embeddings=True)
-    ranked = rank_by_doc(qv, cv, [r["doc_id"] for r in corpus])
-    return evaluate(evaluation["qrels"], dict(zip(qids, ranked)))
+    return heldout_metrics(evaluation, qids, rank_by_doc(qv, cv, [r["doc_id"] for r in corpus]))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -418,6 +447,7 @@ def finetune(s: FinetuneSettings, remote: str | None = None, gpu: str | None = N
         "training": {k: v for k, v in outcome.items() if k != "after"},
         "eval": None if payload["eval"] is None else {
             "scope": payload["eval"]["scope"], "corpus_chunks": len(payload["eval"]["corpus"]),
+            "search": payload["eval"].get("search"),
             "before": payload["eval"]["before"], "after": outcome["after"],
         },
         "heldout": payload["heldout"],
@@ -442,7 +472,8 @@ def _append_card_note(readme: Path, record: dict[str, Any]) -> None:
         "none of them was trained on",
     ]
     if ev:
-        lines.append(f"- Held-out retrieval ({ev['scope']}, {ev['corpus_chunks']:,} chunks):")
+        lines.append(f"- Held-out retrieval ({ev['scope']}, {ev['corpus_chunks']:,} chunks; search mode "
+                     f"{_searched(ev)}):")
         lines.append("")
         lines.append("  | metric | before | after |")
         lines.append("  |---|---|---|")
@@ -451,6 +482,12 @@ def _append_card_note(readme: Path, record: dict[str, Any]) -> None:
     lines += ["", f"The full record is in `{RECORD}` beside this card.", ""]
     with readme.open("a", encoding="utf-8") as f:
         f.write("\n".join(lines))
+
+
+def _searched(ev: dict[str, Any]) -> str:
+    from indexer.retrieval import SearchSettings
+
+    return SearchSettings.from_dict(ev.get("search") or {}).with_(fuse="doc").describe()
 
 
 def render(record: dict[str, Any]) -> str:
@@ -462,7 +499,7 @@ def render(record: dict[str, Any]) -> str:
     if record["data"]["unresolved"]:
         out.append(f"  skipped    {len(record['data']['unresolved']):,} pair(s) whose passage is not in table {record['table']}")
     if ev:
-        out.append(f"  eval       {ev['scope']} ({ev['corpus_chunks']:,} chunks)")
+        out.append(f"  eval       {ev['scope']} ({ev['corpus_chunks']:,} chunks), searched {_searched(ev)}")
         for m in ("recall@10", "ndcg@10", "mrr@10"):
             out.append(f"    {m:<10} {ev['before'][m]:.4f} → {ev['after'][m]:.4f}  ({ev['after'][m] - ev['before'][m]:+.4f})")
     out.append(f"next: indexer reembed --model {record['output']} --db {record['db']} --promote-if-better")
