@@ -319,8 +319,7 @@ def test_reembed_promotes_only_when_the_heldout_metric_improves(base, worse_mode
     assert api.search("Sprint race", db=str(db), k=3)
 
 
-def test_tune_search_scores_the_grid_on_heldout_pairs_records_the_best_and_reembed_inherits_it(base, worse_model,
-                                                                                                  tmp_path):
+def test_tune_search_scores_the_grid_records_the_best_and_reembed_inherits_it(base, worse_model, tmp_path):
     from indexer.retrieval import SearchSettings, recorded_settings
     from indexer.state import WorkDir
     from indexer_feedback.judgements import is_heldout
@@ -328,7 +327,7 @@ def test_tune_search_scores_the_grid_on_heldout_pairs_records_the_best_and_reemb
 
     db = _copy(base, "tuned.lancedb")
     heldout = [a for a in base["articles"] if is_heldout(a["id"], 0, 0.2)]
-    out = json.loads(invoke("tune-search", "--db", db, "--json"))
+    out = json.loads(invoke("tune-search", "--db", db, "--pairs", "heldout", "--json"))
     assert out["judgements"] == "held-out" and out["queries"] == len({a["description"] for a in heldout})
     assert [SearchSettings.from_dict(r["settings"]) for r in out["scores"]] == GRID
     best = max(out["scores"], key=lambda r: r["ndcg@10"])
@@ -336,9 +335,11 @@ def test_tune_search_scores_the_grid_on_heldout_pairs_records_the_best_and_reemb
     work = WorkDir(db / "_indexer")
     record = recorded_settings(work, base["table"])
     assert record["settings"] == best["settings"] and record["scores"]["ndcg@10"] == best["ndcg@10"]
-    # the pairs on the training side are shuffled: scored on every pair, every setting does worse
-    everything = json.loads(invoke("tune-search", "--db", db, "--json", "--all-pairs", "--dry-run"))
-    assert everything["queries"] == len({a["description"] for a in base["articles"]}) and not everything["recorded"]
+    # the base model was never fine-tuned, so by default every pair counts; the training side's are shuffled here,
+    # so every setting does worse on them
+    everything = json.loads(invoke("tune-search", "--db", db, "--json", "--dry-run"))
+    assert everything["judgements"] == "all" and not everything["recorded"]
+    assert everything["queries"] == len({a["description"] for a in base["articles"]})
     assert max(r["ndcg@10"] for r in everything["scores"]) < best["ndcg@10"]
     assert recorded_settings(work, base["table"])["settings"] == best["settings"]
 
@@ -351,6 +352,9 @@ def test_tune_search_scores_the_grid_on_heldout_pairs_records_the_best_and_reemb
     assert inherited["settings"] == best["settings"] and inherited["inherited_from"] == base["table"]
     described = SearchSettings.from_dict(best["settings"]).describe()
     assert outcome["before"]["search"] == outcome["after"]["search"] == described
+    # its model was fine-tuned on this feedback: only the fine-tune's held-out side counts
+    again = json.loads(invoke("tune-search", "--db", db, "--table", outcome["table"], "--json", "--dry-run"))
+    assert again["judgements"] == "held-out" and again["queries"] == out["queries"]
 
 
 def test_finetune_measures_held_out_pairs_in_the_tables_search_settings():

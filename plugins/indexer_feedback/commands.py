@@ -193,20 +193,21 @@ def reembed(model, from_table, table, db, work_dir, options, promote_if_better, 
 @click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
 @click.option("--metric", type=click.Choice(["ndcg@10", "recall@10", "recall@100", "mrr@10"]), default="ndcg@10",
               show_default=True, help="What decides.")
-@click.option("--all-pairs", is_flag=True, help="Score on every judgement, not only the held-out split (for a table "
-                                                "whose model was not fine-tuned on this feedback).")
-@click.option("--holdout", type=float, default=0.2, show_default=True, help="Fraction of documents held out (as finetune).")
-@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the held-out split (as finetune).")
+@click.option("--pairs", type=click.Choice(["auto", "heldout", "all"]), default="auto", show_default=True,
+              help="Judgements to score on: auto = the held-out split when the table's model was fine-tuned on this "
+                   "feedback, else every pair.")
+@click.option("--holdout", type=float, help="Fraction of documents held out (default: the fine-tune's, else 0.2).")
+@click.option("--split-seed", type=int, help="Seed of the held-out split (default: the fine-tune's, else 0).")
 @click.option("--dry-run", is_flag=True, help="Score the settings but record nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @STORE
 @WORK_DIR
-def tune_search(db, table, metric, all_pairs, holdout, split_seed, dry_run, as_json, store, work_dir) -> None:
+def tune_search(db, table, metric, pairs, holdout, split_seed, dry_run, as_json, store, work_dir) -> None:
     """Score search modes and fusion settings on the table's judged queries; record the best with the table,
     where `indexer search` and the API find it."""
     from indexer_feedback.tuning import tune_search as run
 
-    outcome = run(db, table, metric=metric, all_pairs=all_pairs, holdout=holdout, split_seed=split_seed,
+    outcome = run(db, table, metric=metric, pairs=pairs, holdout=holdout, split_seed=split_seed,
                   store=store, work_dir=work_dir, dry_run=dry_run)
     click.echo(json.dumps(outcome.to_dict(), indent=1) if as_json else outcome.render())
 

@@ -2,11 +2,14 @@
 grid on a table's judged queries and records the winner with the table, which ``indexer search``, the API and
 ``reembed --promote-if-better`` then use.
 
-Which judgements: by default the held-out side of the split ``indexer finetune`` makes (documents held out by a
-hash of seed and document), so a table embedded by a model fine-tuned on the other side is never tuned on what
-its model was trained on. ``--all-pairs`` uses every judgement, for a table whose model never saw them. Documents
-judged relevant on the training side are dropped from the rankings of the held-out queries: they are neither
-counted as relevant nor allowed to push held-out documents down.
+Which judgements (``pairs``): a table whose model ``indexer finetune`` trained on this feedback is scored on the
+held-out side of that fine-tune's split only (documents held out by a hash of seed and document, as its record
+says), never on what its model was trained on; documents judged relevant on the training side are dropped from
+the rankings of the held-out queries, neither counted as relevant nor allowed to push held-out documents down. A
+table whose model never saw the feedback is scored on every pair: to it they are all held out, and a fifth of
+them is too few to choose by (on half the DBpedia-entity subset, 15 held-out queries picked a hybrid that lost
+0.025 nDCG@10 to dense on the other half, every pair picked dense: docs/benchmarks.md). ``pairs="heldout"`` or
+``"all"`` forces either.
 
 Every setting ranks the same candidates: each query's dense and text rankings are fetched once, deep enough for
 the fused top 100, and fused per setting in memory, so the grid costs one search per query and mode.
@@ -28,6 +31,9 @@ GRID = [SearchSettings("dense"), SearchSettings("text"),
         *[DEFAULT_SETTINGS.with_(mode="hybrid", fusion="convex", text_weight=w) for w in TEXT_WEIGHTS]]
 K = 100  # documents ranked per query: Recall@100 needs them
 FEW_QUERIES = 20
+
+
+PAIRS = ("auto", "heldout", "all")
 
 
 @dataclass
@@ -63,10 +69,22 @@ class Tuning:
         return "\n".join(lines)
 
 
-def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", all_pairs: bool = False,
-                holdout: float = 0.2, split_seed: int = 0, store: str = "lancedb", work_dir: str | None = None,
-                dry_run: bool = False) -> Tuning:
-    """Score :data:`GRID` on the table's judged queries and record the best setting by ``metric``."""
+def fine_tune_split(model: str) -> dict[str, Any] | None:
+    """The held-out split (``{"heldout_fraction", "seed"}``) of the fine-tune that made ``model``, if it is one."""
+    import json
+    from pathlib import Path
+
+    from indexer_feedback.finetune import RECORD
+
+    record = Path(model) / RECORD
+    return json.loads(record.read_text()).get("split") if record.is_file() else None
+
+
+def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", pairs: str = "auto",
+                holdout: float | None = None, split_seed: int | None = None, store: str = "lancedb",
+                work_dir: str | None = None, dry_run: bool = False) -> Tuning:
+    """Score :data:`GRID` on the table's judged queries and record the best setting by ``metric``. ``holdout``
+    and ``split_seed`` default to the fine-tune's split (else 0.2 and 0, as ``indexer finetune``)."""
     from indexer.metrics import evaluate
     from indexer.retrieval import candidate_depth, open_index, rank, record_settings
     from indexer_feedback.judgements import is_heldout, lancedb_table, qrels_of, resolve
@@ -75,12 +93,18 @@ def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", a
 
     if metric not in METRICS:
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)} (got {metric!r})")
+    if pairs not in PAIRS:
+        raise ConfigError(f"--pairs must be one of {', '.join(PAIRS)} (got {pairs!r})")
     index = open_index(db, table, work_dir=work_dir)
-    pairs = FeedbackLog(db, store=store).pairs()
-    if not pairs:
+    stored = FeedbackLog(db, store=store).pairs()
+    if not stored:
         raise ConfigError(f"no feedback pairs in {db}: add some with `indexer feedback add` or `indexer feedback "
                           "import`")
-    judgements, _, _ = resolve(pairs, lancedb_table(db, index.table))
+    split = fine_tune_split(index.meta["model"]["name"]) or {}
+    holdout = split.get("heldout_fraction", 0.2) if holdout is None else holdout
+    split_seed = split.get("seed", 0) if split_seed is None else split_seed
+    all_pairs = pairs == "all" or (pairs == "auto" and not split)
+    judgements, _, _ = resolve(stored, lancedb_table(db, index.table))
     if all_pairs:
         chosen, trained = judgements, []
     else:
@@ -90,7 +114,7 @@ def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", a
     qids = sorted(q for q, rels in qrels.items() if any(r > 0 for r in rels.values()))
     if not qids:
         which = "" if all_pairs else (f" among the held-out {holdout:.0%} of judged documents (split seed "
-                                      f"{split_seed}); pass --all-pairs when the table's model was not trained on them")
+                                      f"{split_seed}); --pairs all scores every pair")
         raise ConfigError(f"no query has a relevant judgement{which}")
     hidden: dict[str, set[str]] = {}
     for j in trained:
