@@ -92,12 +92,12 @@ def search_options(f):
     for option in reversed([
         click.option("--mode", type=click.Choice(["dense", "text", "hybrid"]),
                      help="dense (vectors), text (BM25 full text) or hybrid (both, fused). Default: what "
-                          "`indexer tune-search` recorded for the table, else dense."),
+                          "`indexer tune-search` recorded for the table, else hybrid."),
         click.option("--fusion", type=click.Choice(["rrf", "convex"]),
-                     help="Hybrid: reciprocal-rank fusion, or a convex combination of normalised scores."),
+                     help="Hybrid: a convex combination of normalised scores (default), or reciprocal-rank fusion."),
         click.option("--rrf-k", type=click.IntRange(min=1), help="Hybrid rrf: the rank constant (default 60)."),
         click.option("--text-weight", type=click.FloatRange(0, 100),
-                     help="Hybrid: the text ranking's weight against the dense ranking's 1 (default 1)."),
+                     help="Hybrid: the text ranking's weight against the dense ranking's 1 (default 0.5)."),
         click.option("--fuse", type=click.Choice(["doc", "chunk"]),
                      help="Hybrid with --by-doc: fuse document rankings (doc) or chunk rankings, then aggregate."),
         click.option("--where", "filter", help="SQL predicate on the table's columns, applied before ranking, e.g. "

@@ -387,6 +387,11 @@ class Sink(Component):
         :meth:`search`. A sink whose store embeds queries itself (a PLAID index) overrides this."""
         return self.search(embedder.embed_queries(queries), k, filter=filter)
 
+    def available_modes(self) -> tuple[str, ...]:
+        """The modes this table can be searched in now (a subset of :attr:`search_modes`: text search may need an
+        index the table does not have yet)."""
+        return self.search_modes
+
     def search_texts(self, queries: Sequence[str], k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         """Top ``k`` hits per query by full-text relevance (e.g. BM25), best first."""
         raise NotImplementedError(f"sink {type(self).__name__} has no full-text search")

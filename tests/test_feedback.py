@@ -277,8 +277,14 @@ def test_finetune_saves_the_model_with_its_card_and_record(base, worse_model):
 
 
 def test_reembed_promotes_only_when_the_heldout_metric_improves(base, worse_model, tmp_path):
+    from indexer.retrieval import SearchSettings, record_settings
+    from indexer.state import WorkDir
+
     db = _copy(base, "versions.lancedb")
     a = base["table"]
+    # Models are compared in the way the table is searched; dense shows the model's part alone (the default hybrid
+    # finds every held-out article of this small set by its words with either model).
+    record_settings(WorkDir(db / "_indexer"), a, SearchSettings("dense"))
     # 1. the worse model: a new table, the alias stays where searches went
     invoke("reembed", "--model", worse_model, "--db", db, "--promote-if-better", "--no-progress",
            "--summary-json", tmp_path / "worse.json")
@@ -352,6 +358,7 @@ def test_tune_search_scores_the_grid_records_the_best_and_reembed_inherits_it(ba
     assert inherited["settings"] == best["settings"] and inherited["inherited_from"] == base["table"]
     described = SearchSettings.from_dict(best["settings"]).describe()
     assert outcome["before"]["search"] == outcome["after"]["search"] == described
+    assert api.search("Sprint race", db=str(db), table=outcome["table"], mode="text", k=3)  # its full-text index
     # its model was fine-tuned on this feedback: only the fine-tune's held-out side counts
     again = json.loads(invoke("tune-search", "--db", db, "--table", outcome["table"], "--json", "--dry-run"))
     assert again["judgements"] == "held-out" and again["queries"] == out["queries"]
@@ -364,7 +371,7 @@ def test_finetune_measures_held_out_pairs_in_the_tables_search_settings():
     evaluation = {"qrels": {"q": {"b": 1.0}}, "text": {"q": [("b", 5.0)]}}
     dense = [[("a", 0.9), ("b", 0.8)]]
     for mode, ndcg in (("dense", 1 / math.log2(3)), ("text", 1.0), ("hybrid", 1.0)):
-        evaluation["search"] = SearchSettings(mode).to_dict()
+        evaluation["search"] = SearchSettings(mode, fusion="rrf", text_weight=1.0).to_dict()
         assert heldout_metrics(evaluation, ["q"], dense)["ndcg@10"] == pytest.approx(ndcg), mode
 
 

@@ -91,3 +91,9 @@ def test_a_sink_that_cannot_serve_a_mode_says_so():
         index.resolve(mode="text")
     assert index.resolve(mode="dense") == (SearchSettings("dense"), "given")
     assert index.resolve() == (SearchSettings("dense"), "default")
+
+
+def test_the_default_is_hybrid_with_convex_fusion():
+    from indexer.retrieval import DEFAULT_SETTINGS
+
+    assert DEFAULT_SETTINGS == SearchSettings("hybrid", fusion="convex", text_weight=0.5, fuse="doc")

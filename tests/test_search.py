@@ -96,7 +96,11 @@ def test_the_cli_says_which_mode_ran(built, capsys):
     out = _cli(capsys, "search", "stars", "--db", built["db"], "-k", "2")
     assert out.count("\n") == 4
     main(["search", "stars", "--db", built["db"], "-k", "2", "--mode", "hybrid", "--text-weight", "0.5"])
-    assert "mode hybrid (rrf, k=60, text weight 0.5, fused per doc), as given" in capsys.readouterr().err
+    assert "mode hybrid (convex, text weight 0.5, fused per doc), as given" in capsys.readouterr().err
+    main(["search", "stars", "--db", built["db"], "-k", "2"])
+    assert "mode hybrid (convex, text weight 0.5, fused per doc), default" in capsys.readouterr().err
+    main(["search", "stars", "--db", built["db"], "-k", "2", "--mode", "hybrid", "--fusion", "rrf", "--rrf-k", "20"])
+    assert "mode hybrid (rrf, k=20, text weight 0.5, fused per doc), as given" in capsys.readouterr().err
 
 
 def test_text_search_follows_an_edit(model_path, tmp_path):

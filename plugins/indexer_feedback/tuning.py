@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.errors import ConfigError
-from indexer.retrieval import DEFAULT_SETTINGS, SearchSettings
+from indexer.retrieval import SearchSettings
 
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 TEXT_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 # Order matters on a tie: the simpler setting listed first wins.
 GRID = [SearchSettings("dense"), SearchSettings("text"),
-        *[DEFAULT_SETTINGS.with_(mode="hybrid", fusion="rrf", text_weight=w) for w in TEXT_WEIGHTS],
-        *[DEFAULT_SETTINGS.with_(mode="hybrid", fusion="convex", text_weight=w) for w in TEXT_WEIGHTS]]
+        *[SearchSettings("hybrid", fusion="rrf", text_weight=w) for w in TEXT_WEIGHTS],
+        *[SearchSettings("hybrid", fusion="convex", text_weight=w) for w in TEXT_WEIGHTS]]
 K = 100  # documents ranked per query: Recall@100 needs them
 FEW_QUERIES = 20
 

@@ -420,9 +420,15 @@ class LanceDBSink(Sink):
         """Top ``k`` hits for a keyword query by BM25 (``Hit.score``), best first; needs the full-text index."""
         return self.search_texts([query], k, filter=filter)[0]
 
+    def available_modes(self) -> tuple[str, ...]:
+        return self.search_modes if self._has_text_index() else ("dense",)
+
+    def _has_text_index(self) -> bool:
+        return any(TEXT in i.columns and i.index_type == "FTS" for i in self._table().list_indices())
+
     def search_texts(self, queries: Sequence[str], k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         tbl = self._table()
-        if not any(TEXT in i.columns and i.index_type == "FTS" for i in tbl.list_indices()):
+        if not self._has_text_index():
             raise ConfigError(f"table {self.table} has no full-text index; build it again with the lancedb sink's "
                               "default --option lancedb.fts=true (a rerun only builds the index)")
         out = []
