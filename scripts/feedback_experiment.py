@@ -134,6 +134,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/indexer-feedback-experiment"))
     ap.add_argument("--threads", type=int, help="torch threads (on a CPU shared with other work, 1 can beat 2)")
     ap.add_argument("--json", type=Path, help="write every figure here")
+    ap.add_argument("--mode", default="dense", choices=["dense", "text", "hybrid"],
+                    help="how the tables are searched when scored (dense: the model's part alone)")
     args = ap.parse_args()
     if not args.summaries.is_file():
         ap.error(f"{args.summaries} does not exist (it is ../shared/data/wiki-sample/summaries_en-us.json here)")
@@ -153,6 +155,11 @@ def main() -> int:
     build = indexer.build(str(corpus), db=str(base_db), title_field="title", model=args.model, progress=False,
                           options=_embedder_options(args))
     build_s = time.perf_counter() - t0
+    from indexer.retrieval import SearchSettings, record_settings
+    from indexer.state import WorkDir
+
+    # Every table is scored the way it is searched, and re-embedded tables inherit this: --mode decides.
+    record_settings(WorkDir(base_db / "_indexer"), build.table, SearchSettings(args.mode), reason="feedback_experiment")
     print(f"corpus: {len(articles):,} described articles, {build.chunks:,} chunks, {build.tokens:,} tokens; "
           f"base index built in {build_s:.0f}s", flush=True)
 
