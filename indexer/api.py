@@ -84,7 +84,8 @@ def log_feedback(query: str, positive_id: str, *, db: str = DEFAULT_DB, relevanc
 
 
 def info(db: str = DEFAULT_DB, sink: str = "lancedb") -> list[dict[str, Any]]:
-    """Every table in ``db``: rows, model fingerprint, chunk settings, source; plus aliases."""
+    """Every table in ``db``: rows, model fingerprint, chunk settings, source; plus aliases and how it is searched
+    by default (``search``: the settings and whether tune-search recorded them)."""
     from indexer.plugins import get_host
     from indexer.state import WorkDir
 
@@ -92,8 +93,13 @@ def info(db: str = DEFAULT_DB, sink: str = "lancedb") -> list[dict[str, Any]]:
         from indexer.errors import ConfigError
 
         raise ConfigError(f"database {db} does not exist")
+    from indexer.retrieval import table_settings
+
     tables = get_host().component("sink", sink)(db=db, table="").tables()
-    aliases = WorkDir(Path(db) / "_indexer").aliases()
+    work = WorkDir(Path(db) / "_indexer")
+    aliases = work.aliases()
     for t in tables:
         t["aliases"] = sorted(a for a, target in aliases.items() if target == t["table"])
+        settings, origin = table_settings(work, t["table"])
+        t["search"] = {"settings": settings.to_dict(), "from": origin}
     return tables

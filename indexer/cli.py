@@ -200,6 +200,11 @@ def info(db, as_json) -> None:
         click.echo(f"  chunking  max {ch.get('max_tokens')} tokens, overlap {ch.get('overlap')}, min {ch.get('min_tokens')}, "
                    f"boundaries {ch.get('boundaries')} ({ch.get('chunker')})")
         click.echo(f"  source    {meta.get('source')}")
+        if t.get("search"):
+            from indexer.retrieval import SearchSettings
+
+            how = SearchSettings.from_dict(t["search"]["settings"]).describe()
+            click.echo(f"  search    {how} ({'recorded by tune-search' if t['search']['from'] == 'recorded' else 'default'})")
 
 
 @cli.command()

@@ -155,3 +155,5 @@ def test_recorded_settings_are_the_default_and_a_caller_overrides_them(built, ca
     out = json.loads(_cli(capsys, "search", "stars and planets", "--db", db, "--json"))
     assert out["mode"] == "text" and out["settings_from"] == "recorded"
     assert indexer.search("stars", db=db, mode="dense").settings.mode == "dense"
+    assert indexer.info(db)[0]["search"] == {"settings": SearchSettings("text").to_dict(), "from": "recorded"}
+    assert "search    text (recorded by tune-search)" in _cli(capsys, "info", "--db", db)
