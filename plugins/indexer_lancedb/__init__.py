@@ -73,7 +73,7 @@ class LanceDBSink(Sink):
         stored vectors, so returned scores are exact cosine similarities (quantized distances are not).
     """
 
-    description: ClassVar[str] = "LanceDB table (vector + optional full-text search)"
+    description: ClassVar[str] = "LanceDB table (vector, full-text and hybrid search; metadata as columns)"
     searchable: ClassVar[bool] = True
     search_modes: ClassVar[tuple[str, ...]] = ("dense", "text", "hybrid")
     sink_name: ClassVar[str | None] = None  # set by a subclass whose tables only it can search
@@ -431,13 +431,13 @@ class LanceDBSink(Sink):
         if not self._has_text_index():
             raise ConfigError(f"table {self.table} has no full-text index; build it again with the lancedb sink's "
                               "default --option lancedb.fts=true (a rerun only builds the index)")
+        from lancedb.query import MatchQuery
+
         out = []
         for query in queries:
             if k < 1 or not query.strip():
                 out.append([])
                 continue
-            from lancedb.query import MatchQuery
-
             # A MatchQuery takes the words as they are: no query syntax for a user's quotes or colons to break.
             builder = tbl.search(MatchQuery(query, TEXT), query_type="fts").limit(k).select([*RESULT_COLUMNS, "_score"])
             if filter:
