@@ -22,7 +22,9 @@ class LanceDBMultivectorSink(LanceDBSink):
     """Per-token vectors of each chunk in a LanceDB table, searched exactly with MaxSim.
 
     Options are the ``lancedb`` sink's; ``ann_min_rows`` defaults to never (an exact scan), since an ANN index
-    over token vectors is what the PLAID sink (``colbert``) is for.
+    over token vectors is what the PLAID sink (``colbert``) is for, and ``fts`` to false: its tables are searched
+    by MaxSim alone unless ``fts=true`` adds the full-text index that text and hybrid search need (the hybrid
+    default was measured on single-vector tables, not on late interaction).
     """
 
     description: ClassVar[str] = "LanceDB table of per-token vectors (late interaction, MaxSim search)"
@@ -31,8 +33,8 @@ class LanceDBMultivectorSink(LanceDBSink):
     other_kind_hint: ClassVar[str] = "use --late-interaction colbert, or the lancedb sink"
 
     def __init__(self, *, db: str, table: str, ann_min_rows: int = sys.maxsize, index_type: str = "IVF_PQ",
-                 **options: Any):
-        super().__init__(db=db, table=table, ann_min_rows=ann_min_rows, index_type=index_type, **options)
+                 fts: bool | str = False, **options: Any):
+        super().__init__(db=db, table=table, ann_min_rows=ann_min_rows, index_type=index_type, fts=fts, **options)
 
     def search(self, vectors: Any, k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         """Top ``k`` chunks per query by MaxSim (``Hit.score``: the sum over query tokens of the best cosine with
