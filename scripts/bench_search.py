@@ -113,6 +113,18 @@ def main() -> int:
         print(f"{mode:<8} {batch:>8.2f} {len(queries) / batch:>10.1f} {statistics.median(times) * 1e3:>14.1f} "
               f"{p95 * 1e3:>14.1f}")
 
+    # What a single dense query spends outside LanceDB: embedding it.
+    embed, search = [], []
+    for q in queries[: args.single]:
+        start = time.perf_counter()
+        vector = index.embedder.embed_queries([q])
+        embed.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        index.sink.search(vector, args.k)
+        search.append(time.perf_counter() - start)
+    print(f"\na single dense query, p50: {statistics.median(embed) * 1e3:.1f} ms embedding it, "
+          f"{statistics.median(search) * 1e3:.1f} ms searching LanceDB")
+
     from lancedb.index import FTS
 
     start = time.perf_counter()
