@@ -164,12 +164,12 @@ def test_a_document_id_in_two_shards_or_files_is_kept_where_it_comes_first(tmp_p
     records = wiki_records(0, 300)
     a, b = records[:200], records[200:]
     a[150] = {**a[150], "id": a[10]["id"]}  # a later byte range of a.jsonl repeats an id of its first range
-    b[20] = {**b[20], "id": a[50]["id"]}  # and b.jsonl one of a.jsonl
+    b[20] = {**b[20], "id": a[5]["id"]}  # and b.jsonl one of a.jsonl
     folder = tmp_path / "corpus"
     folder.mkdir()
     write_jsonl(folder / "a.jsonl", a)
     write_jsonl(folder / "b.jsonl", b)
-    settings = {**SETTINGS, "shard_size": "20kB", "progress": False}
+    settings = {**SETTINGS, "shard_size": "8kB", "progress": False}
     db = tmp_path / "db.lancedb"
 
     def kept(doc_id: str) -> str:
@@ -182,15 +182,15 @@ def test_a_document_id_in_two_shards_or_files_is_kept_where_it_comes_first(tmp_p
     summary = indexer.build(str(folder), db=str(db), model=model_path, **settings)
     assert summary.shards >= 4
     reported = {(x.shard, x.record): x.reason for x in summary.bad}
-    within, across = a[10]["id"], a[50]["id"]
+    within, across = a[10]["id"], a[5]["id"]
     assert [k for k in reported if k[1] == within][0][0].startswith("a.jsonl@part")
     assert reported[("b.jsonl", across)] == f"duplicate id {across!r} (first in shard a.jsonl); kept the first"
     assert len(reported) == 2
-    assert kept(within) == a[10]["title"] and kept(across) == a[50]["title"]
+    assert kept(within) == a[10]["title"] and kept(across) == a[5]["title"]
 
     # a.jsonl's copy goes away: b.jsonl, unchanged and done, is written again with its copy
-    a[50] = {**a[50], "id": "renamed"}
+    a[5] = {**a[5], "id": "renamed"}
     write_jsonl(folder / "a.jsonl", a)
     again = indexer.build(str(folder), db=str(db), model=model_path, **settings)
     assert again.shards_skipped >= 1 and not [x for x in again.bad if x.shard == "b.jsonl"]  # b.jsonl's
-    assert kept(across) == b[20]["title"] and kept("renamed") == a[50]["title"]
+    assert kept(across) == b[20]["title"] and kept("renamed") == a[5]["title"]
