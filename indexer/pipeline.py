@@ -3,12 +3,15 @@
 Work is split in two so that any executor can run it:
 
 * :func:`prepare_shard` (runs wherever the executor puts it) reads one shard, chunks it, embeds what is not
-  embedded yet and writes the shard's chunk and vector files into the work directory, atomically;
+  embedded yet anywhere in the run state, committing new vectors in checkpoints as it goes, and writes the
+  shard's chunk and vector files into the work directory, atomically;
 * :func:`build` (runs in the calling process) plans the run, hands shard jobs to the executor, and for each
-  finished shard replaces the shard's rows in every sink and then writes the shard's completion record.
+  finished shard, in plan order, replaces the shard's rows in every sink and then writes the shard's completion
+  record.
 
-A kill at any moment leaves whole files only; the next run redoes the shards without a completion record and
-the sinks' per-shard replace makes the redo idempotent.
+A kill at any moment leaves whole files only; the next run redoes the shards without a completion record, takes
+the vectors of the checkpoints back (so a kill loses at most one checkpoint of one shard), and the sinks'
+per-shard replace makes the redo idempotent.
 """
 
 from __future__ import annotations

@@ -71,6 +71,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def _hash_key(content_hash: str) -> int:
+    """A content hash as a 64-bit number: its 16 hex digits as they are (:func:`indexer.types.content_hash`), any
+    other string hashed down to 8 bytes."""
+    if len(content_hash) == 16:
+        try:
+            return int(content_hash, 16)
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.blake2b(content_hash.encode(), digest_size=8).digest(), "big")
+
+
 def vector_schema(dimension: int, kind: str = "dense") -> pa.Schema:
     return pa.schema([CHUNK_SCHEMA.field("id"), CHUNK_SCHEMA.field("content_hash"),
                       embedded_schema(dimension, kind).field("vector")])
@@ -88,8 +99,8 @@ class StoredVectors:
     by content hash without reading the files whole.
 
     A changed shard is cut again and only its new chunks are embedded; the others take their vectors from here.
-    Only the hash column is held (16 hex digits a chunk, against 1,536 bytes for a 384-dim float32 vector and far
-    more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
+    Only the hash column is held (8 bytes a chunk and its row's 8, against 1,536 bytes for a 384-dim float32 vector
+    and far more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
     asks for them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the
     next row groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited
     peaked at 1,340-1,346 MiB when the file was read whole, 1,120-1,140 MiB this way
@@ -98,37 +109,47 @@ class StoredVectors:
     """
 
     def __init__(self, paths: Path | list[Path]):
+        import numpy as np
+
         self._files = []
         for path in [paths] if isinstance(paths, Path) else paths:
             try:
                 self._files.append(stream_parquet(path))
             except (FileNotFoundError, OSError):  # absent, or removed since it was listed
                 pass
-        self._row: dict[str, int] = {}  # content hash → row (chunks with one text share a hash, and a vector)
+        keys = []
         self._starts = [0]  # first row of each row group (of all files, in turn), and the row count last
         self._groups: list[tuple[int, int]] = []  # (file, row group) of each entry of _starts
         for f, file in enumerate(self._files):
             for g in range(file.metadata.num_row_groups):
                 hashes = file.read_row_group(g, columns=["content_hash"]).column(0).to_pylist()
-                # setdefault: a hash already known keeps its row (any of them holds the same vector)
-                for row, h in enumerate(hashes, self._starts[-1]):
-                    self._row.setdefault(h, row)
+                keys.append(np.fromiter(map(_hash_key, hashes), np.uint64, len(hashes)))
                 self._starts.append(self._starts[-1] + len(hashes))
                 self._groups.append((f, g))
+        # Sorted keys and the row of each (16 bytes a chunk, where a dict of hash strings took ~10 times more: the
+        # run state's lookup covers every chunk of a corpus). np.unique keeps a key's first row; chunks with one
+        # text share a hash, and any of them holds the vector.
+        self._keys, self._rows = np.unique(np.concatenate(keys) if keys else np.empty(0, np.uint64),
+                                           return_index=True)
         self._group = functools.lru_cache(maxsize=2)(self._read_group)
 
+    def _row(self, content_hash: str) -> int | None:
+        key = _hash_key(content_hash)
+        i = int(self._keys.searchsorted(key))
+        return int(self._rows[i]) if i < len(self._keys) and int(self._keys[i]) == key else None
+
     def __contains__(self, content_hash: str) -> bool:
-        return content_hash in self._row
+        return self._row(content_hash) is not None
 
     def __len__(self) -> int:
-        return len(self._row)
+        return len(self._keys)
 
     def get(self, hashes: list[str]) -> list[Any]:
         """The stored vector of each hash (each must be ``in`` the set), in order: a float32 array, ``(dimension,)``
         or, for a multivector, ``(tokens, dimension)``."""
         out = []
         for h in hashes:
-            row = self._row[h]
+            row = self._row(h)
             g = bisect.bisect_right(self._starts, row) - 1
             out.append(self._group(g)[row - self._starts[g]])
         return out
