@@ -463,7 +463,15 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
                 sink.open(plan.model, meta)
             writer = InOrderWriter(plan, sinks, jobs, done, summary)
             with executor, _run_progress(todo, f"{kind} {plan.table}", config.progress) as bar:
-                for result in executor.map(prepare_shard, todo):
+                results = executor.map(prepare_shard, todo)
+                while True:
+                    try:
+                        result = next(results, None)
+                    except Exception:
+                        writer.flush()  # a shard failed: what finished is kept, as a rerun would redo it
+                        raise
+                    if result is None:
+                        break
                     summary.add(result)
                     writer.finished(result)
                     bar.update(writer.size(result.shard))
@@ -504,9 +512,10 @@ class InOrderWriter:
 
     A shard's rows are written when every shard before it is written or was done already; then its completion
     record. A kill loses nothing but the writes still waiting: those shards have no completion record, so the
-    next run prepares them again (their vectors come back from their own files). Doc ids are remembered as
-    Python hashes (one int per document, for this run only); a hash seen before is confirmed against the
-    earlier shards' stored doc ids before it counts as a duplicate.
+    next run prepares them again (their vectors come back from their own files). When a shard fails, the ones
+    after it that finished are written all the same (:meth:`flush`): the rerun writes the failed one and then
+    checks theirs again (:meth:`_recheck`). Doc ids are remembered as Python hashes (one int per document, for
+    this run only); a hash seen before is confirmed against the stored doc ids of the shards written before it.
     """
 
     def __init__(self, plan: Plan, sinks: list[Sink], jobs: list[ShardJob], done: set[str], summary: RunSummary):
@@ -516,19 +525,27 @@ class InOrderWriter:
         self.ready: dict[str, ShardResult] = {}
         self.next = 0  # index into jobs of the first shard not written
         self.seen: set[int] = set()
+        self.held: list[str] = []  # shards in the sinks, in the order their doc ids went into seen
 
     def size(self, shard: str) -> int:
         return self.sizes[shard]
 
     def finished(self, result: ShardResult) -> None:
         self.ready[result.shard] = result
+        self._advance(past_gaps=False)
+
+    def flush(self) -> None:
+        """The run failed: write every shard that finished, past those that did not."""
+        self._advance(past_gaps=True)
+
+    def _advance(self, past_gaps: bool) -> None:
         while self.next < len(self.jobs):
             key = self.jobs[self.next].shard.key
             if key in self.done:
                 self._recheck(key)
             elif key in self.ready:
                 self._write(self.ready.pop(key))
-            else:
+            elif not past_gaps:
                 return
             self.next += 1
 
@@ -542,10 +559,11 @@ class InOrderWriter:
         candidates = {d for d in ids if hash(d) in self.seen}
         self.seen.update(hash(d) for d in ids)
         found: dict[str, str] = {}
-        for job in self.jobs[: self.next] if candidates else []:
-            earlier = pq.read_table(work.chunk_file(chunkset, job.shard.key), columns=["doc_id"]).column(0)
-            for d in candidates.intersection(earlier.unique().to_pylist()):
-                found.setdefault(d, job.shard.key)
+        for earlier in self.held if candidates else []:
+            theirs = pq.read_table(work.chunk_file(chunkset, earlier), columns=["doc_id"]).column(0)
+            for d in candidates.intersection(theirs.unique().to_pylist()):
+                found.setdefault(d, earlier)
+        self.held.append(shard)
         return found
 
     def _rows(self, shard: str, duplicates: dict[str, str]) -> Iterator[pa.RecordBatch]:
