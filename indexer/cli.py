@@ -62,6 +62,7 @@ def cli() -> None:
 @click.option("--executor", help="Executor plugin (default: local).")
 @click.option("--workers", type=int, help="Worker processes/containers, for executors that use them.")
 @click.option("--work-dir", envvar="INDEXER_WORK_DIR", help="Run state folder (default: <db>/_indexer).")
+@click.option("--shard-size", help="Cut bigger files into shards of this size: 64MB (the default), 1GB, 100000rows.")
 @click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE: KIND is source, chunker, embedder, executor or a sink name, e.g. embedder.precision=exact, lancedb.fts=true.")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero when any record was skipped.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")

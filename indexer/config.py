@@ -31,6 +31,11 @@ DEFAULT_DB = "index.lancedb"
 
 ENV = {"db": "INDEXER_DB", "model": "INDEXER_MODEL", "work_dir": "INDEXER_WORK_DIR"}
 
+# A big file is cut into shards of about this many bytes: small enough that a 20 GB file spreads over hundreds
+# of workers, big enough that a shard's fixed costs (a sink commit, a completion record) stay negligible.
+DEFAULT_SHARD_BYTES = 64 << 20
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+
 
 @dataclass
 class BuildConfig:
@@ -63,6 +68,11 @@ class BuildConfig:
     workers: int | None = None
     work_dir: str | None = None  # None = <db>/_indexer
     block_docs: int = 2000  # documents read, chunked and embedded together: bounds memory
+    shard_size: str | int | None = None  # "64MB", "100000rows"; None = each source's default (DEFAULT_SHARD_BYTES)
+    # New vectors are committed to the run state every this many chunks or seconds, whichever comes first:
+    # a kill loses at most one checkpoint of one shard.
+    checkpoint_chunks: int = 4096
+    checkpoint_seconds: float = 60.0
     strict: bool = False
     progress: bool = True
 
@@ -114,6 +124,23 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+
+def parse_shard_size(value: str | int) -> tuple[int, str]:
+    """``--shard-size``: ``(n, "bytes")`` for ``64MB``, ``512KiB``, ``1GB`` or a bare number, ``(n, "rows")`` for
+    ``100000rows``. Raises :class:`ConfigError` for anything else."""
+    text = str(value).strip().lower().replace("_", "").replace(",", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = text[len(number):].strip()
+    try:
+        n = float(number)
+    except ValueError:
+        n = -1
+    if unit in ("row", "rows") and n >= 1:
+        return int(n), "rows"
+    if unit in _SIZE_UNITS and n * _SIZE_UNITS[unit] >= 1:
+        return int(n * _SIZE_UNITS[unit]), "bytes"
+    raise ConfigError(f"--shard-size {value!r}: give a size such as 64MB, 512KiB or 1GB, or a row count such as 100000rows")
 
 
 def option_bool(owner: str, name: str, value: Any) -> bool:

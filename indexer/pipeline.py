@@ -3,19 +3,21 @@
 Work is split in two so that any executor can run it:
 
 * :func:`prepare_shard` (runs wherever the executor puts it) reads one shard, chunks it, embeds what is not
-  embedded yet and writes the shard's chunk and vector files into the work directory, atomically;
+  embedded yet anywhere in the run state, committing new vectors in checkpoints as it goes, and writes the
+  shard's chunk and vector files into the work directory, atomically;
 * :func:`build` (runs in the calling process) plans the run, hands shard jobs to the executor, and for each
-  finished shard replaces the shard's rows in every sink and then writes the shard's completion record.
+  finished shard, in plan order, replaces the shard's rows in every sink and then writes the shard's completion
+  record.
 
-A kill at any moment leaves whole files only; the next run redoes the shards without a completion record and
-the sinks' per-shard replace makes the redo idempotent.
+A kill at any moment leaves whole files only; the next run redoes the shards without a completion record, takes
+the vectors of the checkpoints back (so a kill loses at most one checkpoint of one shard), and the sinks'
+per-shard replace makes the redo idempotent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -31,10 +33,11 @@ from indexer.config import DEFAULT_MODEL, BuildConfig
 from indexer.errors import ConfigError, IndexerError
 from indexer.memory import limit_malloc_arenas, return_freed_memory
 from indexer.plugins import Host, get_host
-from indexer.state import WorkDir, atomic_path, atomic_write_text, short_hash, vector_schema
+from indexer.progress import progress_bar
+from indexer.state import StoredVectors, WorkDir, atomic_path, atomic_write_text, new_run_id, short_hash, vector_schema
 from indexer.summary import RunSummary, ShardResult
 from indexer.rows import CHUNK_SCHEMA, batch_to_chunks, chunks_to_batch, multivector_array, stream_parquet
-from indexer.types import BadRecord, Document, ModelInfo, Shard
+from indexer.types import BadRecord, Chunk, Document, ModelInfo, Shard
 
 
 @dataclass
@@ -79,6 +82,7 @@ class ShardJob:
     config: BuildConfig
     shard: Shard
     from_chunks: bool = False  # re-embed stored chunks instead of reading the source
+    run: str = ""  # the run it belongs to: names its checkpoints, scopes the per-process run-state lookup
 
 
 # -- planning ------------------------------------------------------------------------------------------------
@@ -110,7 +114,10 @@ def make_source(config: BuildConfig, host: Host) -> Source:
         metadata_fields=list(config.metadata_fields), max_doc_chars=config.max_doc_chars,
     )
     name = config.source_type or detect_source(config.source, host)
-    source = host.component("source", name)(config.source, mapping=mapping, **config.component_options("source"))
+    options = config.component_options("source")
+    if config.shard_size is not None:
+        options["shard_size"] = config.shard_size
+    source = host.component("source", name)(config.source, mapping=mapping, **options)
     source.check()
     return source
 
@@ -218,22 +225,22 @@ def _prepare_shard(job: ShardJob) -> ShardResult:
     vschema = vector_schema(plan.model.dimension, plan.model.kind)
     t_read = t_embed = t_write = 0.0
     with ExitStack() as stack:
-        from tqdm.auto import tqdm
-
-        bar = stack.enter_context(tqdm(desc=f"embedding {shard.key}", unit=" chunks", leave=False, file=sys.stderr,
-                                       disable=not plan.config.progress))
+        bar = stack.enter_context(progress_bar(f"embedding {shard.key}", unit=" chunks", leave=False,
+                                               enabled=plan.config.progress))
         vtmp = stack.enter_context(atomic_path(vector_path))
         # a re-embed leaves the stored chunks as they are
         chunk_writer = None if job.from_chunks else pq.ParquetWriter(stack.enter_context(atomic_path(chunk_path)), CHUNK_SCHEMA)
         vector_writer = pq.ParquetWriter(vtmp, vschema)
         # entered last, closed first: the file is let go of before the new one is renamed over it
         previous = stack.enter_context(work.previous_vectors(plan.model_key, plan.chunkset, shard.key))
+        checkpoint = Checkpoint(plan, job, vschema)
         t0 = time.perf_counter()
         for chunks in _chunk_blocks(plan, job, result):
             t1 = time.perf_counter()
             t_read += t1 - t0
-            todo = [c for c in chunks if c.content_hash not in previous]
-            fresh = embedder.embed(todo, progress=bar.update) if todo else None
+            known = _known_vectors(plan, job, chunks, previous)
+            todo = [c for c in chunks if c.content_hash not in known]
+            _embed_in_pieces(embedder, todo, known, checkpoint, bar)
             t2 = time.perf_counter()
             t_embed += t2 - t1
             result.chunks += len(chunks)
@@ -241,30 +248,117 @@ def _prepare_shard(job: ShardJob) -> ShardResult:
             result.embedded_chunks += len(todo)
             result.embedded_tokens += sum(c.token_count for c in todo)
             result.reused_chunks += len(chunks) - len(todo)
-            by_hash = {c.content_hash: fresh[i] for i, c in enumerate(todo)}
-            reused = [c.content_hash for c in chunks if c.content_hash not in by_hash]
-            by_hash.update(zip(reused, previous.get(reused)))
-            vectors = [by_hash[c.content_hash] for c in chunks]
             if chunk_writer is not None:
                 chunk_writer.write_batch(chunks_to_batch(chunks, shard.key))
-            if plan.model.kind == "multivector":
-                column = multivector_array(vectors, plan.model.dimension)
-            else:
-                flat = pa.array(_flatten(vectors), type=pa.float32())
-                column = pa.FixedSizeListArray.from_arrays(flat, plan.model.dimension)
-            vector_writer.write_batch(pa.RecordBatch.from_arrays(
-                [pa.array([c.id for c in chunks]), pa.array([c.content_hash for c in chunks]), column], schema=vschema))
+            vector_writer.write_batch(vector_batch(plan, chunks, [known[c.content_hash] for c in chunks], vschema))
             t0 = time.perf_counter()
             t_write += t0 - t2
         vector_writer.close()
         if chunk_writer is not None:
             chunk_writer.close()
+        # The previous file may hold chunks that an edit moved into another shard of the file; kept until the run
+        # ends, for that shard to find (closed first: a file that is open cannot be moved everywhere).
+        previous.close()
+        work.retire_vectors(plan.model_key, plan.chunkset, shard.key, job.run)
+    checkpoint.discard()  # every vector in it is in the shard's file now
     if not job.from_chunks:
         record = {"fingerprint": shard.fingerprint, "documents": result.documents, "chunks": result.chunks,
                   "tokens": result.tokens, "bad": [dataclasses.asdict(b) for b in result.bad]}
         atomic_write_text(work.chunk_record_file(plan.chunkset, shard.key), json.dumps(record, sort_keys=True))
     result.seconds = {"read+chunk": t_read, "embed": t_embed, "write": t_write}
     return result
+
+
+# per process: every vector of the run state as the run found it, for chunks a shard's own file lacks
+_RUN_STATE: dict[str, StoredVectors] = {}
+
+
+def _known_vectors(plan: Plan, job: ShardJob, chunks: list[Chunk], previous: StoredVectors) -> dict[str, Any]:
+    """Content hash → vector of the chunks embedded before: by this shard's previous run, or anywhere in the run
+    state (another shard of the file its chunks moved from, checkpoints of a killed run)."""
+    hashes = list({c.content_hash for c in chunks})
+    known = dict(zip(mine := [h for h in hashes if h in previous], previous.get(mine)))
+    missing = [h for h in hashes if h not in known]
+    if missing:
+        # Built once per process and run, on the first miss, from the files there were then; a chunk embedded
+        # later in this run is in no earlier run state, so nothing is lost by not looking again.
+        key = f"{job.run}:{plan.model_key}"
+        if key not in _RUN_STATE:
+            for stale in _RUN_STATE.values():
+                stale.close()
+            _RUN_STATE.clear()
+            _RUN_STATE[key] = plan.work.all_vectors(plan.model_key)
+        everywhere = _RUN_STATE[key]
+        found = [h for h in missing if h in everywhere]
+        known.update(zip(found, everywhere.get(found)))
+    return known
+
+
+def _embed_in_pieces(embedder: Embedder, todo: list[Chunk], known: dict[str, Any], checkpoint: "Checkpoint",
+                     bar: Any) -> None:
+    """Embed ``todo`` into ``known``, a piece at a time, handing each piece to the checkpoint. The chunks are
+    sorted by length first, so pieces batch as tightly as the whole would."""
+    order = sorted(range(len(todo)), key=lambda i: -todo[i].token_count)
+    for piece in _blocks(order, checkpoint.piece_chunks):
+        chunks = [todo[i] for i in piece]
+        vectors = embedder.embed(chunks, progress=bar.update)
+        known.update((c.content_hash, vectors[j]) for j, c in enumerate(chunks))
+        checkpoint.add(chunks, vectors)
+
+
+class Checkpoint:
+    """Commits a shard's new vectors to the run state in pieces (every ``checkpoint_chunks`` chunks or
+    ``checkpoint_seconds`` seconds, whichever comes first), so that a kill loses at most one piece: the next run
+    finds the pieces through :func:`_known_vectors` and embeds only the rest.
+
+    Pieces go to the spare folder, one whole file each (written atomically), named by shard and run; once the
+    shard's vector file is in place they are deleted.
+    """
+
+    def __init__(self, plan: Plan, job: ShardJob, schema: pa.Schema):
+        self.plan, self.job, self.schema = plan, job, schema
+        self.every = max(1, plan.config.checkpoint_chunks)
+        self.seconds = plan.config.checkpoint_seconds
+        # Embedded in pieces small enough for the time limit to be checked now and then, big enough to batch well.
+        self.piece_chunks = min(self.every, 256)
+        self.pending: list[tuple[Chunk, Any]] = []
+        self.since = time.monotonic()
+        self.written = 0
+
+    def add(self, chunks: list[Chunk], vectors: Any) -> None:
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.extend(zip(chunks, vectors))
+        if len(self.pending) >= self.every or time.monotonic() - self.since >= self.seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self.pending:
+            return
+        plan = self.plan
+        path = plan.work.checkpoint_file(plan.model_key, plan.chunkset, self.job.shard.key, self.job.run, self.written)
+        chunks = [c for c, _ in self.pending]
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.Table.from_batches(
+                [vector_batch(plan, chunks, [v for _, v in self.pending], self.schema)]), tmp)
+        self.written += 1
+        self.pending = []
+
+    def discard(self) -> None:
+        plan = self.plan
+        for path in plan.work.checkpoint_files(plan.model_key, plan.chunkset, self.job.shard.key, self.job.run):
+            path.unlink(missing_ok=True)
+
+
+def vector_batch(plan: Plan, chunks: list[Chunk], vectors: list[Any], schema: pa.Schema) -> pa.RecordBatch:
+    """id, content_hash and vector of ``chunks``, as stored in vector and checkpoint files."""
+    if plan.model.kind == "multivector":
+        column = multivector_array(vectors, plan.model.dimension)
+    else:
+        flat = pa.array(_flatten(vectors), type=pa.float32())
+        column = pa.FixedSizeListArray.from_arrays(flat, plan.model.dimension)
+    return pa.RecordBatch.from_arrays(
+        [pa.array([c.id for c in chunks]), pa.array([c.content_hash for c in chunks]), column], schema=schema)
 
 
 def _flatten(vectors: list[Any]) -> Any:
@@ -314,12 +408,6 @@ def count_chunks(plan: Plan, shards: Iterable[Shard]) -> tuple[int, int, int]:
     return documents, chunks, tokens
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="shard", disable=not enabled or total <= 1, file=sys.stderr)
-
-
 def build(config: BuildConfig, host: Host | None = None) -> RunSummary:
     """Build (or bring up to date) the index for ``config``. Returns the run summary."""
     host = host or get_host()
@@ -361,33 +449,38 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
         return bool(rec) and rec.get("fingerprint") == job.shard.fingerprint and rec.get("chunkset") == plan.chunkset \
             and rec.get("model") == plan.model.fingerprint and rec.get("sinks") == sorted(plan.sink_names)
 
-    todo = [j for j in jobs if not is_done(j)]
-    fingerprints = {j.shard.key: j.shard.fingerprint for j in todo}
-    summary.shards_skipped = len(jobs) - len(todo)
-    work.write_chunkset_info(plan.chunkset, {"source": meta["source"], "chunking": meta["chunking"]})
-    work.write_table_info(plan.table, meta)
+    run = new_run_id()
+    done = {j.shard.key for j in jobs if is_done(j)}
+    todo = [dataclasses.replace(j, run=run) for j in jobs if j.shard.key not in done]
+    summary.shards_skipped = len(done)
     try:
-        for sink in sinks:
-            sink.open(plan.model, meta)
-        with executor, _progress(len(todo), f"{kind} {plan.table}", config.progress) as bar:
-            for result in executor.map(prepare_shard, todo):
-                summary.add(result)
-                t0 = time.perf_counter()
-                for sink in sinks:
-                    summary.rows_written += sink.write_shard(
-                        result.shard, work.embedded_batches(plan.model_key, plan.chunkset, result.shard))
-                summary.seconds["sink"] += time.perf_counter() - t0
-                work.mark_done(plan.table, result.shard, {
-                    "fingerprint": fingerprints[result.shard],
-                    "chunkset": plan.chunkset, "model": plan.model.fingerprint, "chunks": result.chunks,
-                    "sinks": sorted(plan.sink_names),  # a sink added later must still receive every shard
-                })
-                bar.update(1)
-        for gone in sorted(set(work.done_shards(plan.table)) - current):
+        with work.lock() as alone:
+            if alone:  # no other run writes here now, so every temporary file is a killed run's
+                summary.temporaries_removed = work.remove_temporaries()
+            work.write_chunkset_info(plan.chunkset, {"source": meta["source"], "chunking": meta["chunking"]})
+            work.write_table_info(plan.table, meta)
             for sink in sinks:
-                sink.write_shard(gone, [])
-            work.forget_done(plan.table, gone)
-            summary.shards_removed += 1
+                sink.open(plan.model, meta)
+            writer = InOrderWriter(plan, sinks, jobs, done, summary)
+            with executor, _run_progress(todo, f"{kind} {plan.table}", config.progress) as bar:
+                results = executor.map(prepare_shard, todo)
+                while True:
+                    try:
+                        result = next(results, None)
+                    except Exception:
+                        writer.flush()  # a shard failed: what finished is kept, as a rerun would redo it
+                        raise
+                    if result is None:
+                        break
+                    summary.add(result)
+                    writer.finished(result)
+                    bar.update(writer.size(result.shard))
+            for gone in sorted(set(work.done_shards(plan.table)) - current):
+                for sink in sinks:
+                    sink.write_shard(gone, [])
+                work.forget_done(plan.table, gone)
+                summary.shards_removed += 1
+            work.clear_spare(plan.model_key, plan.chunkset)  # every shard is done: spare vectors are in shard files
         plan.embedder.release()
         return_freed_memory()  # sinks may build indexes over the whole table now
         for sink in sinks:
@@ -402,3 +495,114 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
         summary.finish()
         host.hook.run_finished(summary=summary)
     return summary
+
+
+def _run_progress(todo: list[ShardJob], desc: str, enabled: bool) -> Any:
+    """The run's bar: bytes of input when every shard's size is known (so the ETA follows the input, not the
+    shard count), else shards. One shard has its own bar (embedding) and needs no second."""
+    sizes = [j.shard.size for j in todo]
+    if all(sizes):
+        return progress_bar(desc, total=sum(sizes), unit="B", enabled=enabled and len(todo) > 1)
+    return progress_bar(desc, total=len(todo), unit="shard", enabled=enabled and len(todo) > 1)
+
+
+class InOrderWriter:
+    """Writes finished shards into the sinks in plan order, whatever order the executor finishes them in, so
+    that a document id found in two shards is kept where it comes first, as within a file.
+
+    A shard's rows are written when every shard before it is written or was done already; then its completion
+    record. A kill loses nothing but the writes still waiting: those shards have no completion record, so the
+    next run prepares them again (their vectors come back from their own files). When a shard fails, the ones
+    after it that finished are written all the same (:meth:`flush`): the rerun writes the failed one and then
+    checks theirs again (:meth:`_recheck`). Doc ids are remembered as Python hashes (one int per document, for
+    this run only); a hash seen before is confirmed against the stored doc ids of the shards written before it.
+    """
+
+    def __init__(self, plan: Plan, sinks: list[Sink], jobs: list[ShardJob], done: set[str], summary: RunSummary):
+        self.plan, self.sinks, self.jobs, self.done, self.summary = plan, sinks, jobs, done, summary
+        self.sizes = {j.shard.key: j.shard.size or 1 for j in jobs}
+        self.fingerprints = {j.shard.key: j.shard.fingerprint for j in jobs}
+        self.ready: dict[str, ShardResult] = {}
+        self.next = 0  # index into jobs of the first shard not written
+        self.seen: set[int] = set()
+        self.held: list[str] = []  # shards in the sinks, in the order their doc ids went into seen
+
+    def size(self, shard: str) -> int:
+        return self.sizes[shard]
+
+    def finished(self, result: ShardResult) -> None:
+        self.ready[result.shard] = result
+        self._advance(past_gaps=False)
+
+    def flush(self) -> None:
+        """The run failed: write every shard that finished, past those that did not."""
+        self._advance(past_gaps=True)
+
+    def _advance(self, past_gaps: bool) -> None:
+        while self.next < len(self.jobs):
+            key = self.jobs[self.next].shard.key
+            if key in self.done:
+                self._recheck(key)
+            elif key in self.ready:
+                self._write(self.ready.pop(key))
+            elif not past_gaps:
+                return
+            self.next += 1
+
+    def _duplicates(self, shard: str) -> dict[str, str]:
+        """Doc ids of ``shard`` that an earlier shard holds (id → that shard); remembers the others."""
+        work, chunkset = self.plan.work, self.plan.chunkset
+        try:
+            ids = pq.read_table(work.chunk_file(chunkset, shard), columns=["doc_id"]).column(0).unique().to_pylist()
+        except FileNotFoundError:
+            return {}
+        candidates = {d for d in ids if hash(d) in self.seen}
+        self.seen.update(hash(d) for d in ids)
+        found: dict[str, str] = {}
+        for earlier in self.held if candidates else []:
+            theirs = pq.read_table(work.chunk_file(chunkset, earlier), columns=["doc_id"]).column(0)
+            for d in candidates.intersection(theirs.unique().to_pylist()):
+                found.setdefault(d, earlier)
+        self.held.append(shard)
+        return found
+
+    def _rows(self, shard: str, duplicates: dict[str, str]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
+
+        plan = self.plan
+        drop = pa.array(sorted(duplicates), type=pa.string())
+        for batch in plan.work.embedded_batches(plan.model_key, plan.chunkset, shard):
+            yield batch.filter(pc.invert(pc.is_in(batch.column("doc_id"), value_set=drop))) if duplicates else batch
+
+    def _report(self, shard: str, duplicates: dict[str, str]) -> None:
+        self.summary.bad.extend(BadRecord(shard, d, f"duplicate id {d!r} (first in shard {first}); kept the first")
+                                for d, first in sorted(duplicates.items()))
+
+    def _write(self, result: ShardResult) -> None:
+        plan, shard = self.plan, result.shard
+        duplicates = self._duplicates(shard)
+        self._report(shard, duplicates)
+        t0 = time.perf_counter()
+        for sink in self.sinks:
+            self.summary.rows_written += sink.write_shard(shard, self._rows(shard, duplicates))
+        self.summary.seconds["sink"] += time.perf_counter() - t0
+        plan.work.mark_done(plan.table, shard, {
+            "fingerprint": self.fingerprints[shard],
+            "chunkset": plan.chunkset, "model": plan.model.fingerprint, "chunks": result.chunks,
+            "sinks": sorted(plan.sink_names),  # a sink added later must still receive every shard
+            "duplicates": short_hash(sorted(duplicates)) if duplicates else "",
+        })
+
+    def _recheck(self, shard: str) -> None:
+        """A shard done in an earlier run: unchanged itself, but a shard before it may have gained or lost one of
+        its doc ids since, and then its rows are written again without (or with) that document."""
+        plan = self.plan
+        duplicates = self._duplicates(shard)
+        tag = short_hash(sorted(duplicates)) if duplicates else ""
+        record = plan.work.done_record(plan.table, shard) or {}
+        if record.get("duplicates", "") == tag:
+            return
+        self._report(shard, duplicates)
+        for sink in self.sinks:
+            self.summary.rows_written += sink.write_shard(shard, self._rows(shard, duplicates))
+        plan.work.mark_done(plan.table, shard, {**record, "duplicates": tag})

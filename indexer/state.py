@@ -6,6 +6,10 @@ Layout (every file is written to a temporary name and renamed into place, so a f
     <work>/chunks/<chunkset>/<shard>.json             what reading the shard found: counts, bad records
     <work>/chunks/<chunkset>.json                     the chunk set's source and chunking settings
     <work>/vectors/<model>/<chunkset>/<shard>.parquet id, content_hash, vector — same row order as the chunks
+    <work>/vectors/<model>/<chunkset>/_spare/*.parquet vectors the current shard files may lack: checkpoints of
+                                                      shards not finished yet, and the previous file of a shard
+                                                      that was redone (its chunks may have moved to the next
+                                                      shard); emptied when a run finishes
     <work>/tables/<table>/done/<shard>.json           the shard is in the table's sinks (completion record)
     <work>/aliases.json                               alias → table (e.g. "current")
 
@@ -17,10 +21,13 @@ from __future__ import annotations
 
 import bisect
 import functools
+import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +37,10 @@ import pyarrow as pa
 
 from indexer.rows import CHUNK_SCHEMA, embedded_schema, stream_parquet, vector_rows
 
+
+
+# What atomic_write_text and atomic_path name their temporary files: <name>.<8 random characters>.tmp (mkstemp).
+_TEMPORARY = re.compile(r".+\.[a-z0-9_]{8}\.tmp")
 
 
 def short_hash(*parts: Any) -> str:
@@ -60,6 +71,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def _hash_key(content_hash: str) -> int:
+    """A content hash as a 64-bit number: its 16 hex digits as they are (:func:`indexer.types.content_hash`), any
+    other string hashed down to 8 bytes."""
+    if len(content_hash) == 16:
+        try:
+            return int(content_hash, 16)
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.blake2b(content_hash.encode(), digest_size=8).digest(), "big")
+
+
 def vector_schema(dimension: int, kind: str = "dense") -> pa.Schema:
     return pa.schema([CHUNK_SCHEMA.field("id"), CHUNK_SCHEMA.field("content_hash"),
                       embedded_schema(dimension, kind).field("vector")])
@@ -73,53 +95,74 @@ def _vector_kind(field: pa.Field) -> tuple[int, str]:
 
 
 class StoredVectors:
-    """The vectors of a shard's previous vector file, looked up by content hash without reading the file whole.
+    """Vectors of earlier runs (a shard's previous vector file, or every vector file of the run state), looked up
+    by content hash without reading the files whole.
 
     A changed shard is cut again and only its new chunks are embedded; the others take their vectors from here.
-    Only the hash column is held (16 hex digits a chunk, against 1,536 bytes for a 384-dim float32 vector and far
-    more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
+    Only the hash column is held (8 bytes a chunk and its row's 8, against 1,536 bytes for a 384-dim float32 vector
+    and far more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
     asks for them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the
     next row groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited
     peaked at 1,340-1,346 MiB when the file was read whole, 1,120-1,140 MiB this way
-    (``scripts/bench_memory.py --rebuild``; docs/benchmarks.md). A context manager; a missing file is an empty set.
+    (``scripts/bench_memory.py --rebuild``; docs/benchmarks.md). A context manager; missing files are empty.
+    The files stay open, so a file renamed or removed meanwhile (by a worker finishing its shard) still reads.
     """
 
-    def __init__(self, path: Path):
-        self._file = stream_parquet(path) if path.exists() else None
-        self._row: dict[str, int] = {}  # content hash → row (chunks with one text share a hash, and a vector)
-        self._starts = [0]  # first row of each row group, and the row count last
-        if self._file is not None:
-            for g in range(self._file.metadata.num_row_groups):
-                hashes = self._file.read_row_group(g, columns=["content_hash"]).column(0).to_pylist()
-                self._row.update(zip(hashes, range(self._starts[-1], self._starts[-1] + len(hashes))))
+    def __init__(self, paths: Path | list[Path]):
+        import numpy as np
+
+        self._files = []
+        for path in [paths] if isinstance(paths, Path) else paths:
+            try:
+                self._files.append(stream_parquet(path))
+            except (FileNotFoundError, OSError):  # absent, or removed since it was listed
+                pass
+        keys = []
+        self._starts = [0]  # first row of each row group (of all files, in turn), and the row count last
+        self._groups: list[tuple[int, int]] = []  # (file, row group) of each entry of _starts
+        for f, file in enumerate(self._files):
+            for g in range(file.metadata.num_row_groups):
+                hashes = file.read_row_group(g, columns=["content_hash"]).column(0).to_pylist()
+                keys.append(np.fromiter(map(_hash_key, hashes), np.uint64, len(hashes)))
                 self._starts.append(self._starts[-1] + len(hashes))
+                self._groups.append((f, g))
+        # Sorted keys and the row of each (16 bytes a chunk, where a dict of hash strings took ~10 times more: the
+        # run state's lookup covers every chunk of a corpus). np.unique keeps a key's first row; chunks with one
+        # text share a hash, and any of them holds the vector.
+        self._keys, self._rows = np.unique(np.concatenate(keys) if keys else np.empty(0, np.uint64),
+                                           return_index=True)
         self._group = functools.lru_cache(maxsize=2)(self._read_group)
 
+    def _row(self, content_hash: str) -> int | None:
+        key = _hash_key(content_hash)
+        i = int(self._keys.searchsorted(key))
+        return int(self._rows[i]) if i < len(self._keys) and int(self._keys[i]) == key else None
+
     def __contains__(self, content_hash: str) -> bool:
-        return content_hash in self._row
+        return self._row(content_hash) is not None
 
     def __len__(self) -> int:
-        return len(self._row)
+        return len(self._keys)
 
     def get(self, hashes: list[str]) -> list[Any]:
         """The stored vector of each hash (each must be ``in`` the set), in order: a float32 array, ``(dimension,)``
         or, for a multivector, ``(tokens, dimension)``."""
         out = []
         for h in hashes:
-            row = self._row[h]
+            row = self._row(h)
             g = bisect.bisect_right(self._starts, row) - 1
             out.append(self._group(g)[row - self._starts[g]])
         return out
 
     def _read_group(self, g: int) -> Any:
-        assert self._file is not None
-        return vector_rows(self._file.read_row_group(g, columns=["vector"]).column(0))
+        f, group = self._groups[g]
+        return vector_rows(self._files[f].read_row_group(group, columns=["vector"]).column(0))
 
     def close(self) -> None:
         self._group.cache_clear()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for file in self._files:
+            file.close()
+        self._files = []
 
     def __enter__(self) -> "StoredVectors":
         return self
@@ -162,6 +205,73 @@ class WorkDir:
     def previous_vectors(self, model: str, chunkset: str, shard: str) -> "StoredVectors":
         """The shard's previous vectors, by content hash (none when the shard has no vector file yet)."""
         return StoredVectors(self.vector_file(model, chunkset, shard))
+
+    def all_vectors(self, model: str) -> "StoredVectors":
+        """Every vector the run state holds for ``model``: each chunk set's shard files and spare files. A content
+        hash covers the text and the chunking settings, so a hash found anywhere here has the right vector."""
+        folder = self.root / "vectors" / model
+        return StoredVectors(sorted(folder.glob("*/*.parquet")) + sorted(folder.glob("*/_spare/*.parquet")))
+
+    def spare_folder(self, model: str, chunkset: str) -> Path:
+        return self.root / "vectors" / model / chunkset / "_spare"
+
+    def checkpoint_file(self, model: str, chunkset: str, shard: str, run: str, piece: int) -> Path:
+        return self.spare_folder(model, chunkset) / f"{shard}.{run}.piece{piece:06d}.parquet"
+
+    def checkpoint_files(self, model: str, chunkset: str, shard: str, run: str) -> list[Path]:
+        return sorted(self.spare_folder(model, chunkset).glob(f"{glob.escape(shard)}.{run}.piece*.parquet"))
+
+    def retire_vectors(self, model: str, chunkset: str, shard: str, run: str) -> None:
+        """Move the shard's vector file aside, into the spare folder, before a new one takes its name: when the
+        shard's byte range moved, its old chunks are now another shard's, which has not run yet."""
+        path = self.vector_file(model, chunkset, shard)
+        if path.exists():
+            spare = self.spare_folder(model, chunkset) / f"{shard}.{run}.previous.parquet"
+            spare.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, spare)
+
+    def clear_spare(self, model: str, chunkset: str) -> None:
+        """After a run that finished every shard: each spare vector is in a shard file now, or no longer used."""
+        folder = self.spare_folder(model, chunkset)
+        for path in folder.glob("*.parquet") if folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+
+    # -- housekeeping ----------------------------------------------------------------------------------------
+    def remove_temporaries(self) -> int:
+        """Remove the temporary files a killed run left (only names :func:`atomic_path` makes, only inside the
+        work directory); returns how many. Call it while no other run uses the directory (:meth:`lock`)."""
+        removed = 0
+        for folder in ("chunks", "vectors", "tables"):
+            for path in (self.root / folder).rglob("*.tmp"):
+                if _TEMPORARY.fullmatch(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        for path in self.root.glob("*.tmp"):  # aliases.json's
+            if _TEMPORARY.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    @contextmanager
+    def lock(self) -> Iterator[bool]:
+        """Hold the work directory for one run; yields whether this run is the only one using it (where the OS
+        has no ``flock``, always True)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield True
+            return
+        with open(self.root / "run.lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def embedded_batches(self, model: str, chunkset: str, shard: str, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
         """The shard's chunks joined with their vectors, streamed (both files share one row order)."""
@@ -206,6 +316,10 @@ class WorkDir:
         aliases = self.aliases()
         aliases[alias] = table
         atomic_write_text(self.root / "aliases.json", json.dumps(aliases, indent=1, sort_keys=True))
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ class RunSummary(Counts):
     shards_skipped: int = 0  # already done with the same input, settings and model
     shards_removed: int = 0  # gone from the source since the last run; their rows were removed
     rows_written: int = 0
+    temporaries_removed: int = 0  # temporary files a killed run left in the work directory
     bad: list[BadRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     started: float = field(default_factory=time.time)
@@ -88,6 +89,8 @@ class RunSummary(Counts):
             f" ({self.reused_chunks:,} unchanged chunks reused)",
             f"  rows written {self.rows_written:,}",
         ]
+        if self.temporaries_removed:
+            lines.append(f"  removed    {self.temporaries_removed:,} temporary file(s) left by a killed run")
         stages = "   ".join(f"{k} {v:.1f}s" for k, v in sorted(self.seconds.items()))
         lines.append(f"  time       {self.wall_seconds:.1f}s wall   {stages}")
         if self.embedded_tokens:

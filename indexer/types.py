@@ -73,12 +73,14 @@ class Shard:
 
     ``key`` is stable across runs and safe as a file name; ``fingerprint`` changes when the shard's input does
     (size and mtime, or a content hash), which is how a rerun notices an edited file. ``spec`` is whatever the
-    source needs to read the shard again, JSON-serialisable so that it can travel to another process.
+    source needs to read the shard again, JSON-serialisable so that it can travel to another process. ``size``
+    is the bytes of input it reads (0 when unknown), which progress bars count.
     """
 
     key: str
     fingerprint: str
     spec: dict[str, Any] = field(default_factory=dict)
+    size: int = 0
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,20 @@ def test_sigkill_at_any_point_then_resume_matches_a_clean_run(tmp_path, model_pa
                            capture_output=True, text=True, timeout=600)
     summary = json.loads((tmp_path / "s.json").read_text())
     assert again.returncode == 0 and summary["embedded_chunks"] == 0 and summary["shards_skipped"] == 8
+
+
+def test_only_the_temporary_files_indexer_names_are_removed_and_only_by_a_lone_run(tmp_path):
+    from indexer.state import WorkDir
+
+    work = WorkDir(tmp_path / "work")
+    folder = work.vector_file("m", "c", "part-00.jsonl").parent
+    folder.mkdir(parents=True)
+    killed = folder / "part-00.jsonl.parquet.k3x_9a0q.tmp"  # atomic_path's name (mkstemp), as a SIGKILL leaves it
+    killed.write_bytes(b"half a file")
+    mine = (tmp_path / "work" / "notes.tmp", folder / "draft.tmp", folder / "a.b.tmp")  # names indexer never gives
+    for path in mine:
+        path.write_text("user's")
+    with work.lock() as alone, work.lock() as second:
+        assert alone and not second, "a second run on the same work directory must not clean up after the first"
+        assert work.remove_temporaries() == 1
+    assert sorted((tmp_path / "work").rglob("*.tmp")) == sorted(mine)

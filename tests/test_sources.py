@@ -216,6 +216,67 @@ def test_parquet_file_is_cut_into_row_group_ranges(tmp_path):
     assert [s.key for s in source("parquet", tmp_path / "big.parquet").shards()] == ["big.parquet"]
 
 
+def _varied_rows(n: int) -> list[dict]:
+    return [{"id": f"d{i}", "text": f"document {i} " + "word " * (i * 7 % 50)} for i in range(n)]
+
+
+def test_big_jsonl_file_is_cut_into_line_aligned_byte_ranges(tmp_path):
+    rows = _varied_rows(500)
+    write_jsonl(tmp_path / "big.jsonl", rows)
+    whole, _ = read_all(source("jsonl", tmp_path / "big.jsonl"))
+    src = source("jsonl", tmp_path / "big.jsonl", shard_size="2kB")
+    shards = src.shards()
+    data = (tmp_path / "big.jsonl").read_bytes()
+    assert len(shards) > 10 and sum(s.size for s in shards) == len(data)
+    assert [s.key for s in shards[:3]] == ["big.jsonl", "big.jsonl@part00001", "big.jsonl@part00002"]
+    for k, s in enumerate(shards[:-1], 1):
+        # range k-1 ends where the line holding byte k * 2000 ends
+        cut = s.spec["end"]
+        assert data[cut - 1 : cut] == b"\n" and b"\n" not in data[k * 2000 - 1 : cut - 1], "not cut at the line end"
+    docs, bad = read_all(src)
+    assert not bad and docs == whole, "the ranges together hold every record once, in order"
+    # a record of a later range says where it is without counting the lines before the range
+    later = shards[1]
+    assert next(iter(src.records(later)))[0] == f"line 1 from byte {later.spec['start']}"
+    # the same file gives the same shards again, and the keys outlive an edit that moves the byte ranges
+    assert source("jsonl", tmp_path / "big.jsonl", shard_size="2kB").shards() == shards
+    write_jsonl(tmp_path / "big.jsonl", rows[:100] + [{"id": "new", "text": "inserted"}] + rows[100:])
+    moved = source("jsonl", tmp_path / "big.jsonl", shard_size="2kB").shards()
+    assert [s.key for s in moved[: len(shards)]] == [s.key for s in shards]
+
+
+def test_big_csv_file_is_cut_between_records_even_inside_quoted_line_breaks(tmp_path):
+    rows = [{"id": f"r{i}", "text": f"cell {i}\nspans \"lines\", " * (i % 4 + 1)} for i in range(400)]
+    write_csv(tmp_path / "big.csv", rows)
+    whole, _ = read_all(source("csv", tmp_path / "big.csv"))
+    src = source("csv", tmp_path / "big.csv", shard_size=1500)
+    assert len(src.shards()) > 10
+    docs, bad = read_all(src)
+    assert not bad and docs == whole and [d.text for d in docs] == [r["text"] for r in rows]
+
+
+def test_compressed_and_small_files_stay_one_shard_and_rows_set_the_size(tmp_path):
+    rows = _varied_rows(300)
+    with gzip.open(tmp_path / "big.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    assert len(source("jsonl", tmp_path / "big.jsonl.gz", shard_size="1kB").shards()) == 1
+    write_jsonl(tmp_path / "big.jsonl", rows)
+    assert len(source("jsonl", tmp_path / "big.jsonl").shards()) == 1  # far under the default shard size
+    by_rows = source("jsonl", tmp_path / "big.jsonl", shard_size="100rows").shards()
+    assert 2 <= len(by_rows) <= 4, "100 rows of a 300-row file: about three shards"
+    write_parquet(tmp_path / "big.parquet", rows, row_group_size=10)
+    size = (tmp_path / "big.parquet").stat().st_size
+    assert len(source("parquet", tmp_path / "big.parquet", shard_size=size // 3 + 1).shards()) == 3
+    assert len(source("parquet", tmp_path / "big.parquet", shard_size="150 rows").shards()) == 2
+
+
+@pytest.mark.parametrize("size", ["64 furlongs", "0", "-5MB", "MB", "1.5rows x"])
+def test_a_shard_size_that_is_no_size_is_a_config_error(size, tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", ROWS)
+    with pytest.raises(ConfigError, match="--shard-size .*64MB"):
+        source("jsonl", tmp_path / "a.jsonl", shard_size=size)
+
+
 def test_hf_disk_file_is_cut_into_row_ranges_and_splits_are_read(tmp_path):
     import datasets
 

@@ -1,7 +1,9 @@
 """Sources over local files: JSON lines, parquet, CSV, text/markdown folders and BEIR folders.
 
 The input is a file, a folder (its files of the format, recursive, sorted) or a glob. One file is one shard,
-except that a parquet file over ``rows_per_shard`` rows is cut into runs of row groups.
+except that a big file is cut: JSON lines and CSV over the shard size into line-aligned byte ranges (planned by
+seeking, not reading), parquet over ``rows_per_shard`` rows into runs of row groups. A compressed file is one
+stream and stays one shard; the pipeline's checkpoints bound what a crash inside it loses.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from indexer.components import FieldMapping, Source
+from indexer.config import DEFAULT_SHARD_BYTES, parse_shard_size
 from indexer.errors import BadInputError, ConfigError
 from indexer.types import Shard
 
 from . import formats
-from .layout import BEIR_CORPUS, EXTENSIONS, InputFile, detect, fingerprint, is_glob, list_files, shard_key
+from .layout import BEIR_CORPUS, EXTENSIONS, InputFile, detect, fingerprint, is_glob, list_files, part_key, shard_key
 
 DEFAULT_ROWS_PER_SHARD = 100_000
 
@@ -41,15 +44,18 @@ def guarded(records: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
 def parquet_shards(f: InputFile, rows_per_shard: int, fp: str, **spec: Any) -> list[Shard]:
     """One shard for a parquet file of at most ``rows_per_shard`` rows, else one per run of row groups."""
     spec = {"path": str(f.path), "rel": f.rel, **spec}
-    whole = [Shard(shard_key(f.rel), fp, {**spec, "row_groups": None, "start": 0})]
+    size = f.path.stat().st_size
+    whole = [Shard(shard_key(f.rel), fp, {**spec, "row_groups": None, "start": 0}, size=size)]
     try:
         ranges = formats.parquet_row_ranges(f.path, rows_per_shard)
     except (OSError, ValueError):  # an unreadable footer: reading the one shard reports it
         return whole
     if len(ranges) == 1:
         return whole
+    rows = ranges[-1][2]
     return [
-        Shard(shard_key(f.rel, (start, end)), fp, {**spec, "row_groups": groups, "start": start})
+        Shard(shard_key(f.rel, (start, end)), fp, {**spec, "row_groups": groups, "start": start},
+              size=size * (end - start) // max(rows, 1))
         for groups, start, end in ranges
     ]
 
@@ -60,12 +66,21 @@ def read_parquet_shard(spec: dict[str, Any], mapping: FieldMapping) -> Iterator[
 
 
 class FileSource(Source):
-    """Shared by the file formats: finding files, shards, configuration checks."""
+    """Shared by the file formats: finding files, shards, configuration checks.
+
+    :param shard_size: how big a file may be before it is cut into shards (``--shard-size``: ``64MB``, or
+        ``100000rows``); formats that cut files read it, by default :data:`DEFAULT_SHARD_BYTES`.
+    """
 
     #: the name it is registered under, which :func:`layout.detect` returns for inputs it reads
     name: ClassVar[str]
     #: key into :data:`layout.EXTENSIONS`
     format: ClassVar[str]
+
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, shard_size: str | int | None = None,
+                 **options: Any):
+        super().__init__(uri, mapping=mapping, **options)
+        self.shard_size = parse_shard_size(shard_size) if shard_size is not None else None
 
     @classmethod
     def can_read(cls, uri: str) -> bool:
@@ -107,7 +122,8 @@ class FileSource(Source):
         return formats.columns_of(first.path, self.format)
 
     def shards(self) -> list[Shard]:
-        return [Shard(shard_key(f.rel), fingerprint(f.path), {"path": str(f.path), "rel": f.rel}) for f in self.files()]
+        return [Shard(shard_key(f.rel), fingerprint(f.path), {"path": str(f.path), "rel": f.rel},
+                      size=f.path.stat().st_size) for f in self.files()]
 
     def records(self, shard: Shard) -> Iterator[tuple[str, Any]]:
         return guarded(self.read_file(shard.spec))
@@ -117,24 +133,58 @@ class FileSource(Source):
         """The records of the file (or row range) a shard's spec names."""
 
 
-class JsonlSource(FileSource):
+class LineFileSource(FileSource):
+    """A format of one record per line (or per line-aligned run of lines): an uncompressed file over the shard
+    size is cut into byte ranges that start and end between records. Range ``k`` of a file is keyed
+    ``<file>@part<k>`` (the first keeps the file's own key), so keys stay the same from one run to the next
+    however the ranges' bytes move, and a file that grows past the shard size keeps its first shard's rows."""
+
+    def shards(self) -> list[Shard]:
+        out = []
+        for f in self.files():
+            size, fp = f.path.stat().st_size, fingerprint(f.path)
+            spec = {"path": str(f.path), "rel": f.rel}
+            limit = self._shard_bytes(f.path)
+            if size <= limit or formats.is_compressed(f.path):
+                out.append(Shard(shard_key(f.rel), fp, spec, size=size))
+                continue
+            out.extend(Shard(part_key(f.rel, k), f"{fp}@{start}-{end}", {**spec, "start": start, "end": end},
+                             size=end - start)
+                       for k, (start, end) in enumerate(self.cut(f.path, limit)))
+        return out
+
+    def _shard_bytes(self, path: Path) -> int:
+        if self.shard_size is None:
+            return DEFAULT_SHARD_BYTES
+        n, unit = self.shard_size
+        return n if unit == "bytes" else max(1, round(n * formats.bytes_per_line(path)))
+
+    @abstractmethod
+    def cut(self, path: Path, size: int) -> list[tuple[int, int]]:
+        """Byte ranges of about ``size`` bytes, each starting and ending between records."""
+
+
+class JsonlSource(LineFileSource):
     """JSON lines (.jsonl, .ndjson, optionally gzipped): one object per line."""
 
-    description = "JSON-lines files (.jsonl, .ndjson, .gz): a file, a folder of them or a glob"
+    description = "JSON-lines files (.jsonl, .ndjson, .gz): a file, a folder of them or a glob; big files are cut"
     name = "jsonl"
     format = "jsonl"
 
+    def cut(self, path: Path, size: int) -> list[tuple[int, int]]:
+        return formats.line_ranges(path, size)
+
     def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        return formats.read_jsonl(spec["path"], self.mapping.max_doc_chars)
+        return formats.read_jsonl(spec["path"], self.mapping.max_doc_chars, spec.get("start", 0), spec.get("end"))
 
 
-class CsvSource(FileSource):
+class CsvSource(LineFileSource):
     """CSV or TSV files with a header row.
 
     :param delimiter: field separator; by default a tab for .tsv files and a comma otherwise.
     """
 
-    description = "CSV/TSV files with a header row: a file, a folder of them or a glob"
+    description = "CSV/TSV files with a header row: a file, a folder of them or a glob; big files are cut"
     name = "csv"
     format = "csv"
 
@@ -145,8 +195,12 @@ class CsvSource(FileSource):
     def columns(self, first: InputFile) -> list[str] | None:
         return formats.columns_of(first.path, self.format, self.delimiter)
 
+    def cut(self, path: Path, size: int) -> list[tuple[int, int]]:
+        return formats.csv_ranges(path, size)
+
     def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        return formats.read_csv(spec["path"], formats.csv_delimiter(spec["path"], self.delimiter))
+        return formats.read_csv(spec["path"], formats.csv_delimiter(spec["path"], self.delimiter),
+                                spec.get("start", 0), spec.get("end"))
 
 
 class ParquetSource(FileSource):
@@ -171,7 +225,20 @@ class ParquetSource(FileSource):
         self.rows_per_shard = rows_per_shard
 
     def shards(self) -> list[Shard]:
-        return [s for f in self.files() for s in parquet_shards(f, self.rows_per_shard, fingerprint(f.path))]
+        return [s for f in self.files() for s in parquet_shards(f, self._rows_per_shard(f), fingerprint(f.path))]
+
+    def _rows_per_shard(self, f: InputFile) -> int:
+        """--shard-size in rows, or in bytes turned into rows at the file's own bytes per row."""
+        if self.shard_size is None:
+            return self.rows_per_shard
+        n, unit = self.shard_size
+        if unit == "rows":
+            return n
+        try:
+            rows = formats.parquet_rows(f.path)
+        except (OSError, ValueError):
+            return self.rows_per_shard
+        return max(1, n * rows // max(f.path.stat().st_size, 1))
 
     def read_file(self, spec: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         return read_parquet_shard(spec, self.mapping)
@@ -179,6 +246,7 @@ class ParquetSource(FileSource):
 
 class TextSource(FileSource):
     """A folder of .txt / .md files, one document per file, its id the file's path relative to the folder.
+    A file is one document, so it is never cut: a document's chunks stay in one shard.
 
     Records carry ``path`` and, for markdown with a ``# heading``, ``title``; keep them with ``--metadata-field``.
     """

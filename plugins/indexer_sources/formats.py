@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -37,27 +38,136 @@ def open_binary(path: str | Path) -> IO[bytes]:
     return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
 
 
+def is_compressed(path: str | Path) -> bool:
+    """A compressed file is one stream: it cannot be entered at a byte offset, so it is never cut into ranges."""
+    return str(path).lower().endswith(".gz")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Byte ranges of big line-based files (shards inside a file)
+# ------------------------------------------------------------------------------------------------------------
+
+SCAN_BYTES = 1 << 23
+
+
+def line_ranges(path: str | Path, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` byte ranges of about ``size`` bytes that begin and end on line starts. Range ``k`` ends
+    where the line holding byte ``k * size`` ends, so planning seeks to each cut and reads one line there, never
+    the whole file, and the cuts before an edit stay where they were."""
+    total = os.path.getsize(path)
+    bounds = [0]
+    with open(path, "rb") as f:
+        for target in range(size, total, size):
+            if target <= bounds[-1]:
+                continue  # a line longer than the shard size already reaches past this cut
+            f.seek(target - 1)
+            cut = _next_line_start(f, target - 1)
+            if cut < total:
+                bounds.append(cut)
+    return list(zip(bounds, bounds[1:] + [total]))
+
+
+def _next_line_start(f: IO[bytes], pos: int) -> int:
+    """The offset just after the first newline at or after ``pos`` (``f`` is positioned at ``pos``)."""
+    while block := f.read(1 << 16):
+        nl = block.find(b"\n")
+        if nl >= 0:
+            return pos + nl + 1
+        pos += len(block)
+    return pos
+
+
+def csv_ranges(path: str | Path, size: int) -> list[tuple[int, int]]:
+    """Like :func:`line_ranges` for CSV, whose quoted cells may hold line breaks: a cut is a line break with an
+    even number of quote characters before it (RFC 4180 doubles a quote inside a quoted cell). Knowing that
+    takes one pass that counts quotes (``bytes.count``, at memory speed), never a parse."""
+    total = os.path.getsize(path)
+    bounds = [0]
+    odd = 0  # quote parity from the start of the file to the scan position
+    base = 0  # file offset of the block
+    target = size
+    with open(path, "rb") as f:
+        while target < total and (block := f.read(SCAN_BYTES)):
+            i = 0
+            while i < len(block):
+                if base + i < target - 1:  # before the cut: only the parity matters
+                    j = min(len(block), target - 1 - base)
+                    odd ^= block.count(b'"', i, j) & 1
+                    i = j
+                    continue
+                nl = block.find(b"\n", i)
+                if nl < 0:
+                    odd ^= block.count(b'"', i) & 1
+                    break
+                odd ^= block.count(b'"', i, nl) & 1
+                i = nl + 1
+                if not odd:  # a record ends here
+                    if base + i < total:
+                        bounds.append(base + i)
+                    while target <= base + i:
+                        target += size
+            base += len(block)
+    return list(zip(bounds, bounds[1:] + [total]))
+
+
+def bytes_per_line(path: str | Path, sample: int = 1 << 20) -> float:
+    """Mean bytes per line of the file's first ``sample`` bytes (to turn ``--shard-size Nrows`` into bytes)."""
+    with open(path, "rb") as f:
+        head = f.read(sample)
+    return len(head) / max(head.count(b"\n"), 1)
+
+
+def range_locator(start: int) -> str:
+    """Where line numbers of a range are counted from: a range after the first has no line count before it
+    (counting would read the whole file), so its records are ``line N from byte START``."""
+    return f" from byte {start}" if start else ""
+
+
+class _ByteRange(io.RawIOBase):
+    """The bytes of ``f`` from where it stands up to ``end``, as a stream (so a text wrapper stops at ``end``)."""
+
+    def __init__(self, f: IO[bytes], end: int):
+        self._f = f
+        self._left = end - f.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(memoryview(buffer)[: max(0, min(len(buffer), self._left))]) or 0
+        self._left -= n
+        return n
+
+
 # ------------------------------------------------------------------------------------------------------------
 # JSON lines
 # ------------------------------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: str | Path, max_doc_chars: int) -> Records:
-    """Records of a JSON-lines file; locators are 1-based ``line N``. Blank lines are skipped."""
+def read_jsonl(path: str | Path, max_doc_chars: int, start: int = 0, end: int | None = None) -> Records:
+    """Records of a JSON-lines file, or of its byte range ``start``-``end`` (line-aligned); locators are 1-based
+    ``line N`` (:func:`range_locator`). Blank lines are skipped."""
     limit = max_doc_chars * JSON_BYTES_PER_CHAR + LINE_SLACK_BYTES
+    suffix = range_locator(start)
     with open_binary(path) as f:
+        if start:
+            f.seek(start)
+        pos = start
         lineno = 0
-        while raw := f.readline(limit + 1):
+        while (end is None or pos < end) and (raw := f.readline(limit + 1)):
+            pos += len(raw)
             lineno += 1
-            where = f"line {lineno}"
+            where = f"line {lineno}{suffix}"
             if len(raw) > limit and not raw.endswith(b"\n"):
-                size = len(raw) + _skip_rest_of_line(f, limit)
+                skipped = _skip_rest_of_line(f, limit)
+                pos += skipped
+                size = len(raw) + skipped
                 yield where, BadInputError(
                     f"line is {size:,} bytes, too long for a document of at most {max_doc_chars:,} characters "
                     "(raise it with --max-doc-chars)"
                 )
                 continue
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            if pos == len(raw) and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
             if not raw.strip():
                 continue
@@ -98,15 +208,22 @@ def _csv_reader(f: IO[bytes], delimiter: str):
     return csv.reader(text, delimiter=delimiter)
 
 
-def read_csv(path: str | Path, delimiter: str) -> Records:
-    """Records of a CSV file with a header row; locators are the 1-based ``line N`` a row starts on."""
+def read_csv(path: str | Path, delimiter: str, start: int = 0, end: int | None = None) -> Records:
+    """Records of a CSV file with a header row, or of its byte range ``start``-``end`` (cut between records, the
+    header read from the file's start); locators are the 1-based ``line N`` a row starts on
+    (:func:`range_locator`)."""
+    header = csv_columns(path, delimiter) if start else None
+    suffix = range_locator(start)
     with open_binary(path) as f:
-        reader = _csv_reader(f, delimiter)
-        header = next(reader, None)
+        if start:
+            f.seek(start)
+        raw = io.BufferedReader(_ByteRange(f, end)) if end is not None and not is_compressed(path) else f
+        reader = _csv_reader(raw, delimiter)
+        header = header or next(reader, None)
         if header is None:
             return
         while True:
-            where = f"line {reader.line_num + 1}"
+            where = f"line {reader.line_num + 1}{suffix}"
             try:
                 row = next(reader)
             except StopIteration:
@@ -174,6 +291,12 @@ def read_parquet(path: str | Path, row_groups: list[int] | None, first_row: int,
         for record in batch.to_pylist():
             yield f"row {row}", record
             row += 1
+
+
+def parquet_rows(path: str | Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def parquet_columns(path: str | Path) -> list[str]:

@@ -98,6 +98,12 @@ def shard_key(rel: str, rows: tuple[int, int] | None = None) -> str:
     return f"{key}@rows{rows[0]}-{rows[1] - 1}" if rows else key
 
 
+def part_key(rel: str, part: int) -> str:
+    """The key of byte range ``part`` of a file: the file's own key for the first (so a file that grows past the
+    shard size keeps its rows under the same key), ``<key>@part00001`` for the next."""
+    return shard_key(rel) if part == 0 else f"{shard_key(rel)}@part{part:05d}"
+
+
 def fingerprint(path: Path) -> str:
     st = path.stat()
     return f"{st.st_size}-{st.st_mtime_ns}"
