@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any
 
 # Longest filter value accepted; filters name a category or a number, not a document.
@@ -96,27 +97,30 @@ def _number(value: Any, integer: bool) -> int | float | None:
 # --------------------------------------------------------------------------------------------------------------
 # Highlighting
 
-# The English stop words lancedb's full-text index leaves out (tantivy's list): never highlighted, never matched.
+# The English stop words lancedb's full-text index leaves out by default (tantivy's list): never highlighted.
 STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these they "
     "this to was will with".split())
 _WORD = re.compile(r"\w+")
-# Endings stripped before comparing words, longest first: a light stand-in for the index's English stemmer, so that
-# "vaccines" marks "vaccine" and "vaccinated" marks nothing it should not.
-_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "ly", "s")
 
 
 def _fold(word: str) -> str:
+    """Lower case without accents, as the index's default lower_case and ascii_folding leave a word."""
     word = unicodedata.normalize("NFKD", word.lower())
     return "".join(c for c in word if not unicodedata.combining(c))
 
 
+@lru_cache(maxsize=1)
+def _stemmer():
+    # Snowball's English stemmer: the algorithm of the full-text index's default English stemming (tantivy's),
+    # so "vaccines" marks "vaccinated" exactly when a text search would have matched it.
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
 def stem(word: str) -> str:
-    word = _fold(word)
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+    return _stemmer().stemWord(_fold(word))
 
 
 def query_stems(query: str) -> set[str]:
@@ -124,8 +128,8 @@ def query_stems(query: str) -> set[str]:
 
 
 def highlights(text: str, stems: set[str]) -> list[tuple[int, int]]:
-    """Character spans of the words of ``text`` that match a query word (after folding case, accents and
-    common English endings), in order."""
+    """Character spans of the words of ``text`` that match a query word (after folding case and accents, and
+    English stemming), in order."""
     if not stems:
         return []
     return [m.span() for m in _WORD.finditer(text) if _fold(m.group()) not in STOP_WORDS and stem(m.group()) in stems]
