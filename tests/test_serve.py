@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import indexer
-from conftest import split_demo
+from conftest import build_demo_topics
 from indexer.cli import main
 from indexer.errors import ConfigError
 
@@ -64,12 +64,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, model_path):
-    root = tmp_path_factory.mktemp("serve")
-    corpus = split_demo(root / "corpus", shards=2, per_shard=60)
-    db = root / "db"
-    summary = indexer.build(str(corpus), db=str(db), model=model_path, title_field="title",
-                            metadata_fields=["topic"], progress=False)
-    return {"root": root, "corpus": corpus, "db": str(db), "table": summary.table}
+    return build_demo_topics(tmp_path_factory.mktemp("serve"), model_path, per_shard=60)
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +255,8 @@ def test_off_loopback_a_token_is_required_to_start_and_for_every_request(built, 
         deadline = time.time() + 180
         while not server.started and time.time() < deadline:
             time.sleep(0.2)
-        assert httpx.get(url + "/health").status_code == 401
-        assert httpx.get(url + "/search", params={"q": QUERY}).status_code == 401
+        for path in ("/health", "/", "/docs", "/openapi.json", f"/search?q={QUERY}"):
+            assert httpx.get(url + path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
         ok = httpx.get(url + "/search", params={"q": QUERY}, headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200 and ok.json()["hits"]
     finally:

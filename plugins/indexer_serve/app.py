@@ -148,10 +148,19 @@ def create_app(config: ServeConfig) -> FastAPI:
         if not token_given(request):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    # Away from loopback, every request needs the token.
     app = FastAPI(title="indexer", summary="Search an indexer table; record what people judge relevant.",
-                  lifespan=lifespan, dependencies=[] if config.loopback else [Depends(require_token)])
+                  lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    if not config.loopback:
+        # Away from loopback every request needs the token: a middleware, so that the framework's own routes
+        # (/docs, /openapi.json) are covered too, which route dependencies would not be.
+        @app.middleware("http")
+        async def every_request_needs_the_token(request: Request, call_next):
+            if not token_given(request):
+                return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            return await call_next(request)
+
     install_error_handlers(app)
     page = resources.files("indexer_serve").joinpath("page.html").read_text(encoding="utf-8")
 
