@@ -184,15 +184,17 @@ def create_app(config: ServeConfig) -> FastAPI:
                 "results": [{"query": text, "hits": [hit_json(h, q.query_stems(text) if mark else set()) for h in hits]}
                             for text, hits in zip(queries, results)]}
 
-    @app.get("/search", summary="Search one query")
-    async def search_one(params: Annotated[SearchParams, Query()]) -> dict:
+    # The search answers are plain JSON already: returned as a JSONResponse, they skip FastAPI's generic encoder
+    # (jsonable_encoder), which would walk every value of every hit once more.
+    @app.get("/search", summary="Search one query", response_class=JSONResponse)
+    async def search_one(params: Annotated[SearchParams, Query()]) -> JSONResponse:
         out = await run_search([params.q], params, q.parse_pairs(params.filter))
         first = out.pop("results")[0]
-        return {"query": first["query"], **out, "hits": first["hits"]}
+        return JSONResponse({"query": first["query"], **out, "hits": first["hits"]})
 
-    @app.post("/search", summary="Search a batch of queries")
-    async def search_batch(body: BatchSearch) -> dict:
-        return await run_search(body.queries, body, body.filter)
+    @app.post("/search", summary="Search a batch of queries", response_class=JSONResponse)
+    async def search_batch(body: BatchSearch) -> JSONResponse:
+        return JSONResponse(await run_search(body.queries, body, body.filter))
 
     @app.post("/feedback", summary="Record a judgement", dependencies=[Depends(require_token)])
     async def feedback(body: Feedback) -> dict:
