@@ -119,7 +119,10 @@ def _stemmer():
     return snowballstemmer.stemmer("english")
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
+    # Every word of every hit is stemmed; a corpus' vocabulary repeats, so a cache keeps even snowballstemmer's
+    # pure-Python fallback (without PyStemmer) off the request's critical path.
     return _stemmer().stemWord(_fold(word))
 
 
