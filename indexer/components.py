@@ -404,6 +404,12 @@ class Sink(Component):
         """The columns a filter may name (metadata fields first)."""
         return []
 
+    def filterable_types(self) -> dict[str, str]:
+        """Each filterable column and the kind of value it holds: ``string``, ``int``, ``float``, ``bool`` or
+        ``strings`` (a list of strings), for callers that build a filter from typed values and quote them
+        themselves (``indexer serve``). A sink that knows no types says every column holds strings."""
+        return dict.fromkeys(self.filterable_columns(), "string")
+
     def count(self) -> int:
         raise NotImplementedError
 

@@ -58,6 +58,18 @@ def split_demo(folder: Path, shards: int, per_shard: int, name: str = "part-{:02
     return folder
 
 
+def build_demo_topics(root: Path, model_path: str, per_shard: int) -> dict:
+    """Two shards of ``per_shard`` demo documents, built with the real model and their topics as metadata (what
+    the search tests filter on): ``{"root", "corpus", "db", "table"}``."""
+    import indexer
+
+    corpus = split_demo(root / "corpus", shards=2, per_shard=per_shard)
+    db = root / "db"
+    summary = indexer.build(str(corpus), db=str(db), model=model_path, title_field="title",
+                            metadata_fields=["topic"], progress=False)
+    return {"root": root, "corpus": corpus, "db": str(db), "table": summary.table}
+
+
 def table_rows(db: Path | str, table: str = "t") -> tuple[list, list, list]:
     """(ids, texts, vectors) of a LanceDB table, sorted by id."""
     import lancedb

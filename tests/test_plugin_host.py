@@ -21,7 +21,7 @@ from indexer.hookspecs import hookimpl
 from indexer.plugins import COMPONENT_HOOKS, Host, make_plugin_manager
 
 TESTS = Path(__file__).resolve().parent
-BUILTINS = {"sources", "chunker", "local_embedder", "lancedb", "local_executor"}
+BUILTINS = {"sources", "chunker", "local_embedder", "lancedb", "local_executor", "serve"}
 
 HOOKS = sorted(
     name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "indexer_spec")
@@ -170,11 +170,13 @@ def test_indexer_plugins_command_lists_builtins():
 
 
 def test_help_imports_nothing_heavy():
-    """`indexer --help` must stay fast: no torch, transformers, lancedb, datasets or numpy at start-up."""
+    """`indexer --help` must stay fast: no torch, transformers, lancedb, datasets, numpy, nor the web stack of
+    `indexer serve`, at start-up."""
     code = (
         "import sys; from indexer.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'lancedb', 'datasets', 'numpy', 'pyarrow', 'sentence_transformers')"
+        "heavy = [m for m in ('torch', 'transformers', 'lancedb', 'datasets', 'numpy', 'pyarrow', 'sentence_transformers',"
+        " 'fastapi', 'starlette', 'uvicorn')"
         " if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )

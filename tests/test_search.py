@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 import indexer
-from conftest import split_demo
+from conftest import build_demo_topics, split_demo
 from indexer.cli import main
 from indexer.errors import ConfigError
 
@@ -23,16 +23,13 @@ QUERIES = {"q1": "the speed of light and the theory of relativity", "q2": "chemi
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, model_path):
-    root = tmp_path_factory.mktemp("search")
-    corpus = split_demo(root / "corpus", shards=2, per_shard=150)
-    db = root / "db"
-    summary = indexer.build(str(corpus), db=str(db), model=model_path, title_field="title",
-                            metadata_fields=["topic"], progress=False)
+    built = build_demo_topics(tmp_path_factory.mktemp("search"), model_path, per_shard=150)
+    corpus = built["corpus"]
     topics = {}
     for line in (corpus / "part-00.jsonl").read_text().splitlines() + (corpus / "part-01.jsonl").read_text().splitlines():
         doc = json.loads(line)
         topics[doc["id"]] = doc["topic"]
-    return {"root": root, "corpus": corpus, "db": str(db), "table": summary.table, "topics": topics}
+    return {**built, "topics": topics}
 
 
 def _copy(built, name):

@@ -451,6 +451,12 @@ class LanceDBSink(Sink):
     def filterable_columns(self) -> list[str]:
         return filterable_columns(self._table().schema)
 
+    def filterable_types(self) -> dict[str, str]:
+        from indexer_lancedb import columns  # pyarrow: not at plugin import
+
+        schema = self._table().schema
+        return {name: columns.value_kind(schema.field(name).type) for name in filterable_columns(schema)}
+
     def check_filter(self, filter: str) -> None:
         """Fails with the columns a filter may name when ``filter`` is not a valid predicate on this table."""
         tbl = self._table()

@@ -43,6 +43,19 @@ def infer_type(values: Iterable[Any]) -> pa.DataType:
     return pa.string()
 
 
+def value_kind(type_: pa.DataType) -> str:
+    """What a filter compares a column of ``type_`` with: "bool", "int", "float", "strings" (a list) or "string"."""
+    if pa.types.is_boolean(type_):
+        return "bool"
+    if pa.types.is_integer(type_):
+        return "int"
+    if pa.types.is_floating(type_):
+        return "float"
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return "strings"
+    return "string"
+
+
 def convert(value: Any, type_: pa.DataType) -> Any:
     """``value`` as a value of a column of ``type_``, or None when it does not fit."""
     if value is None:
