@@ -206,7 +206,11 @@ def settle_embedder(plan: Plan, jobs: list[ShardJob]) -> Plan:
     wanted = plan.embedder.sample_size()
     if not wanted or not jobs:
         return plan
-    report = plan.embedder.settle(_corpus_sample(plan, jobs, wanted))
+    before = plan.work.table_info(plan.table) or {}
+    previous = (before.get("embedder") or {}).get("gate")
+    if (before.get("model") or {}).get("fingerprint") != plan.model.fingerprint:
+        previous = None
+    report = plan.embedder.settle(lambda: _corpus_sample(plan, jobs, wanted), previous)
     if report is None:
         return plan
     model = plan.embedder.info

@@ -104,7 +104,7 @@ def test_a_query_is_a_sentence_of_the_chunk():
 
 def test_the_gate_refuses_a_sample_too_small_to_judge(model_path, cpu_without_bf16):
     emb = LocalEmbedder(model_path, device="cpu")
-    report = emb.settle(_demo_chunks(emb, gate.MIN_SAMPLE - 1))
+    report = emb.settle(lambda: _demo_chunks(emb, gate.MIN_SAMPLE - 1))
     assert not report["passed"] and "fewer than" in report["summary"] and emb.info.precision == "fp32"
 
 
@@ -146,6 +146,12 @@ def test_auto_takes_int8_only_when_the_gate_passes(tmp_path, model_path, cpu_wit
     other = LocalEmbedder(model_path, device="cpu", precision="fp32" if passes else "int8").embed_queries([query])[0]
     assert abs(hit.score - float(same @ stored)) < 1e-5
     assert abs(float(other @ stored) - float(same @ stored)) > 1e-4  # the check above tells the two apart
+
+    # A later build of the table keeps its verdict, even where a new measurement would decide otherwise.
+    monkeypatch.setattr(gate, "MIN_AGREEMENT", 1.01 if passes else 0.0)
+    again, _ = _build(tmp_path, model_path, docs=80)
+    assert len(seen) == 1 and again.precision == want and again.gate["passed"] is passes
+    assert "when the table was first built" in again.render()
 
 
 def _vector(db, chunk_id: str) -> np.ndarray:

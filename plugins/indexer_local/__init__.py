@@ -318,20 +318,27 @@ class LocalEmbedder(Embedder):
         device, precision = self._choose()
         return gate.SAMPLE_CHUNKS if device == "cpu" and _int8_is_faster(precision) else 0
 
-    def settle(self, sample: Sequence[Chunk]) -> dict[str, Any] | None:
+    def settle(self, sample, previous=None) -> dict[str, Any] | None:
         """Under ``auto``, on a CPU where int8 is the faster choice: run the retrieval-quality gate
-        (:mod:`indexer_local.gate`) on ``sample`` and embed in int8 from now on if it passes."""
+        (:mod:`indexer_local.gate`) on ``sample()``, or take ``previous``'s verdict, and embed in int8 from now
+        on if it passed."""
         if not self.sample_size():
             return None
-        options = dict(model=self.model, device="cpu", query_prompt=self.query_prompt,
-                       document_prompt=self.document_prompt, threads=self.threads, batch_tokens=self.batch_tokens)
-        reference, candidate = LocalEmbedder(precision="exact", **options), LocalEmbedder(precision="int8", **options)
-        self._gate = gate.run_gate(sample, reference, candidate)
-        reference.release()
+        candidate = self._on_cpu("int8")
+        self._gate = gate.GateResult.from_dict(previous) if previous else None
+        if self._gate is None:
+            reference = self._on_cpu("exact")
+            self._gate = gate.run_gate(sample(), reference, candidate)
+            reference.release()
         if self._gate.passed:
             self.release()
             self._dtype_name, self._info, self._net = "int8", None, candidate._net
         return {"summary": self._gate.describe(), **self._gate.to_dict()}
+
+    def _on_cpu(self, precision: str) -> "LocalEmbedder":
+        """This embedder's model, prompts and batching, on the CPU in another precision."""
+        return LocalEmbedder(self.model, device="cpu", precision=precision, query_prompt=self.query_prompt,
+                             document_prompt=self.document_prompt, threads=self.threads, batch_tokens=self.batch_tokens)
 
     def _load(self):
         if self._net is not None:
