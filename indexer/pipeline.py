@@ -210,7 +210,7 @@ def settle_embedder(plan: Plan, jobs: list[ShardJob]) -> Plan:
     previous = (before.get("embedder") or {}).get("gate")
     if (before.get("model") or {}).get("fingerprint") != plan.model.fingerprint:
         previous = None
-    report = plan.embedder.settle(lambda: _corpus_sample(plan, jobs, wanted), previous)
+    report = plan.embedder.settle(lambda: corpus_sample(plan, jobs, wanted), previous)
     if report is None:
         return plan
     model = plan.embedder.info
@@ -220,7 +220,7 @@ def settle_embedder(plan: Plan, jobs: list[ShardJob]) -> Plan:
     return settled
 
 
-def _corpus_sample(plan: Plan, jobs: list[ShardJob], n: int) -> list:
+def corpus_sample(plan: Plan, jobs: list[ShardJob], n: int) -> list:
     """``n`` chunks spread evenly over the first ``4 n`` chunks of the corpus (cut as the build cuts them):
     deterministic, and cheap however big the corpus is."""
     chunks = (c for job in jobs for block in _chunk_blocks(plan, job, ShardResult(shard=job.shard.key)) for c in block)

@@ -101,16 +101,31 @@ def known_item_task(summaries: Path, folder: Path, n: int) -> Path:
 
 
 def compare_precisions(datasets: dict[str, Path], precisions: list[str], model: str, work: Path) -> bool:
-    """nDCG@10 of default-chunking builds of each dataset in each precision, side by side; True when every
+    """nDCG@10 of default-chunking builds of each dataset in each precision, side by side, and the int8 gate's
+    top-10 agreement with fp32 on the sample a build of the dataset would measure it on; True when every
     precision is within 0.005 of the first one on every dataset."""
-    print(f"| dataset | {' | '.join(precisions)} | largest difference |\n|---|{'---|' * (len(precisions) + 1)}")
+    print(f"| dataset | {' | '.join(f'{p} nDCG@10' for p in precisions)} | largest difference | "
+          f"gate: {', '.join(precisions[1:])} top-10 agreement with fp32 |\n|---|{'---|' * (len(precisions) + 2)}")
     within = True
     for name, folder in datasets.items():
         ndcg = [indexer_metrics(folder, model, work / name / p, precision=p)["ndcg@10"] for p in precisions]
         worst = max(abs(x - ndcg[0]) for x in ndcg)
         within &= worst <= 0.005
-        print(f"| {name} | {' | '.join(f'{x:.4f}' for x in ndcg)} | {worst:.4f} |", flush=True)
+        agreement = [gate_agreement(folder, model, p, work / name / "gate") for p in precisions[1:]]
+        print(f"| {name} | {' | '.join(f'{x:.4f}' for x in ndcg)} | {worst:.4f} | "
+              f"{', '.join(f'{x:.3f}' for x in agreement)} |", flush=True)
     return within
+
+
+def gate_agreement(folder: Path, model: str, precision: str, work: Path) -> float:
+    """The int8 gate's measurement for ``precision`` on the corpus sample a build of ``folder`` would take."""
+    from indexer.config import BuildConfig
+    from indexer.pipeline import ShardJob, corpus_sample, plan_build
+    from indexer_local import LocalEmbedder, gate
+
+    plan = plan_build(BuildConfig(source=str(folder), model=model, db=str(work), precision="exact", progress=False))
+    sample = corpus_sample(plan, [ShardJob(plan.config, s) for s in plan.source.shards()], gate.SAMPLE_CHUNKS)
+    return gate.run_gate(sample, plan.embedder, LocalEmbedder(model, device="cpu", precision=precision)).agreement
 
 
 def main() -> int:

@@ -721,8 +721,9 @@ def _pick_precision(precision: str, device: str) -> str:
 
 def _int8_is_faster(precision: str) -> bool:
     """Whether int8 beats ``precision`` (what auto picks without int8) on this CPU. fbgemm's int8 GEMMs do not use
-    AMX tiles, and AMX bf16 ran the whole model at 4.9x sentence-transformers on a Xeon; with VNNI and no AMX,
-    int8 GEMMs ran ~4x fp32 and ~1.6x AVX-512 bf16 (Zen 5; scripts/bench_embed.py --gemm-rows)."""
+    AMX tiles, and AMX bf16 ran the whole model at 4.9x sentence-transformers on a Xeon; with VNNI and no AMX the
+    int8 model ran faster than both fp32 and AVX-512 bf16 on a Zen 5 (scripts/bench_embed.py, docs/benchmarks.md).
+    Without VNNI, fbgemm's AVX2 int8 still does twice fp32's multiply-adds per instruction."""
     flags = _cpu_flags()
     if "amx_bf16" in flags or precision not in ("fp32", "bf16"):
         return False
