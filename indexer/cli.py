@@ -54,7 +54,8 @@ def cli() -> None:
 @click.option("--model", envvar="INDEXER_MODEL", help="Model id or path (default: sentence-transformers/all-MiniLM-L6-v2).")
 @click.option("--late-interaction", metavar="NAME", help="Late-interaction indexing with plugin NAME (e.g. colbert): its embedder and, unless --sink is given, its sink.")
 @click.option("--device", help="auto, cpu, cuda, mps.")
-@click.option("--precision", help="auto (fastest that keeps cosine >= 0.999), exact, fast, fp32, bf16, fp16.")
+@click.option("--precision", help="auto (the fastest this hardware runs well; int8 only where a search of a corpus sample "
+              "ranks as fp32 does), exact, fast, fp32, bf16, fp16, int8 (CPU).")
 @click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch (default: the embedder's; local: 4096 on CPU, 16384 on GPU).")
 @click.option("--sink", "sinks", multiple=True, help="Sink plugin (repeat; default: lancedb).")
 @click.option("--db", envvar="INDEXER_DB", help="LanceDB folder or URI (default: index.lancedb).")
@@ -198,6 +199,8 @@ def info(db, as_json) -> None:
         click.echo(f"  model     {model.get('name')}  rev {model.get('revision')}  fingerprint {str(model.get('fingerprint'))[:16]}")
         click.echo(f"  vectors   dim {model.get('dimension')}, {model.get('pooling')} pooling, "
                    f"{'normalised' if model.get('normalize') else 'not normalised'}, {model.get('precision')}")
+        if (meta.get("embedder") or {}).get("gate"):
+            click.echo(f"  precision {meta['embedder']['gate'].get('summary')}")
         click.echo(f"  chunking  max {ch.get('max_tokens')} tokens, overlap {ch.get('overlap')}, min {ch.get('min_tokens')}, "
                    f"boundaries {ch.get('boundaries')} ({ch.get('chunker')})")
         click.echo(f"  source    {meta.get('source')}")

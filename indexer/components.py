@@ -252,6 +252,21 @@ class Embedder(Component):
         """Let go of a loaded model (the next embedding loads it again). The pipeline calls this when a run has
         nothing more to embed, before the sinks build their indexes."""
 
+    def sample_size(self) -> int:
+        """How many chunks of the corpus :meth:`settle` wants to see; 0 (the default): it decides nothing from
+        the corpus, and the pipeline reads no sample."""
+        return 0
+
+    def settle(self, sample: Callable[[], Sequence[Chunk]], previous: dict[str, Any] | None = None
+               ) -> dict[str, Any] | None:
+        """Make the choices that depend on the corpus (the local embedder's int8 gate) from ``sample()``: chunks
+        of the corpus being built. ``previous`` is what this returned when the table was last built with the same
+        model; repeating that decision keeps every row of a table embedded alike, however the corpus changes.
+        Called once per run, before any work, in the planning process; afterwards :attr:`info` is final and the
+        pipeline hands ``info.precision`` to every worker. Returns what was measured (recorded with the table and
+        in the run summary), or None when nothing was decided."""
+        return None
+
     def token_budget(self) -> int:
         """Padded tokens per batch that :meth:`batches` packs to."""
         return self.batch_tokens if self.batch_tokens is not None else self.default_batch_tokens

@@ -53,6 +53,7 @@ class Plan:
     table: str
     work: WorkDir
     sink_names: list[str] = field(default_factory=list)
+    gate: dict[str, Any] | None = None  # what the embedder measured on the corpus to settle its choices
 
     @property
     def model_key(self) -> str:
@@ -67,6 +68,7 @@ class Plan:
                 "model": cfg.model,
                 "options": {"device": cfg.device, "precision": cfg.precision, "batch_tokens": self.embedder.token_budget(),
                             **cfg.component_options("embedder")},
+                "gate": self.gate,
             },
             "chunking": self.chunker.settings() if self.chunker else (self.work.chunkset_info(self.chunkset) or {}).get("chunking"),
             "source": self.source.identity() if self.source else (self.work.chunkset_info(self.chunkset) or {}).get("source"),
@@ -201,6 +203,36 @@ def plan_for_job(job: ShardJob) -> Plan:
     if key not in _PLANS:
         _PLANS[key] = plan_build(job.config, from_chunkset=chunkset)
     return _PLANS[key]
+
+
+def settle_embedder(plan: Plan, jobs: list[ShardJob]) -> Plan:
+    """Let the embedder make its corpus-dependent choices (:meth:`Embedder.settle`) on a sample of the corpus,
+    before any work. When it decides something, the returned plan's config names the precision it chose, so
+    that every process that plans a job from that config, and every search of the table (which builds its
+    embedder from the options recorded with it), embeds as this run does."""
+    wanted = plan.embedder.sample_size()
+    if not wanted or not jobs:
+        return plan
+    before = plan.work.table_info(plan.table) or {}
+    previous = (before.get("embedder") or {}).get("gate")
+    if (before.get("model") or {}).get("fingerprint") != plan.model.fingerprint:
+        previous = None
+    report = plan.embedder.settle(lambda: corpus_sample(plan, jobs, wanted), previous)
+    if report is None:
+        return plan
+    model = plan.embedder.info
+    config = plan.config.replace(precision=model.precision)
+    settled = dataclasses.replace(plan, config=config, model=model, gate=report)
+    _PLANS[_plan_key(config, plan.chunkset if jobs[0].from_chunks else None)] = settled
+    return settled
+
+
+def corpus_sample(plan: Plan, jobs: list[ShardJob], n: int) -> list:
+    """``n`` chunks spread evenly over the first ``4 n`` chunks of the corpus (cut as the build cuts them):
+    deterministic, and cheap however big the corpus is."""
+    chunks = (c for job in jobs for block in _chunk_blocks(plan, job, ShardResult(shard=job.shard.key)) for c in block)
+    pool = list(islice(chunks, 4 * n))
+    return pool[:: max(1, len(pool) // n)][:n]
 
 
 def _blocks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -416,7 +448,8 @@ def build(config: BuildConfig, host: Host | None = None) -> RunSummary:
     shards = plan.source.shards()
     if not shards:
         raise ConfigError(f"{config.source} holds no input files")
-    jobs = [ShardJob(config, s) for s in shards]
+    plan = settle_embedder(plan, [ShardJob(config, s) for s in shards])
+    jobs = [ShardJob(plan.config, s) for s in shards]
     return _run(plan, host, jobs, "build", current={s.key for s in shards})
 
 
@@ -431,15 +464,16 @@ def reembed(config: BuildConfig, from_table: str, host: Host | None = None) -> R
     plan = plan_build(config, host, from_chunkset=chunkset)
     _PLANS[_plan_key(config, chunkset)] = plan
     shard_keys = work.chunkset_shards(chunkset)
-    jobs = [ShardJob(config, Shard(key, work.chunk_record(chunkset, key)["fingerprint"], {"chunkset": chunkset}),
-                     from_chunks=True) for key in shard_keys]
+    shards = [Shard(key, work.chunk_record(chunkset, key)["fingerprint"], {"chunkset": chunkset}) for key in shard_keys]
+    plan = settle_embedder(plan, [ShardJob(config, s, from_chunks=True) for s in shards])
+    jobs = [ShardJob(plan.config, s, from_chunks=True) for s in shards]
     return _run(plan, host, jobs, "reembed", current=set(shard_keys))
 
 
 def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[str]) -> RunSummary:
     config, work = plan.config, plan.work
     summary = RunSummary(kind=kind, table=plan.table, model=plan.config.model, precision=plan.model.precision,
-                         shards=len(jobs))
+                         gate=plan.gate, shards=len(jobs))
     meta = plan.table_meta()
     sinks = make_sinks(plan, host)
     executor = host.component("executor", config.executor)(workers=config.workers, **config.component_options("executor"))

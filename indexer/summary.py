@@ -43,6 +43,7 @@ class RunSummary(Counts):
     table: str = ""
     model: str = ""
     precision: str = ""
+    gate: dict[str, Any] | None = None  # what the embedder measured on the corpus to choose its precision
     shards: int = 0
     shards_skipped: int = 0  # already done with the same input, settings and model
     shards_removed: int = 0  # gone from the source since the last run; their rows were removed
@@ -91,6 +92,8 @@ class RunSummary(Counts):
         ]
         if self.temporaries_removed:
             lines.append(f"  removed    {self.temporaries_removed:,} temporary file(s) left by a killed run")
+        if self.gate:
+            lines.insert(1, f"  precision  {self.gate.get('summary', self.gate)}")
         stages = "   ".join(f"{k} {v:.1f}s" for k, v in sorted(self.seconds.items()))
         lines.append(f"  time       {self.wall_seconds:.1f}s wall   {stages}")
         if self.embedded_tokens:

@@ -1,6 +1,7 @@
 """Embedding speed: indexer's local embedder against sentence-transformers, in one process, on real text.
 
     python scripts/bench_embed.py [--chunks 2000] [--rounds 3] [--device auto] [--model MODEL] [--modes auto,exact]
+    python scripts/bench_embed.py --without-bf16  # as on a CPU without native bf16: what auto picks there, and speeds
     python scripts/bench_embed.py --profile       # then: where each indexer variant spends its time (torch ops)
     python scripts/bench_embed.py --attention     # only: torch SDPA against the CPU blocked attention, per length
     python scripts/bench_embed.py --gemm-rows 2048,16384   # only: the main GEMM's rate per batch height
@@ -10,7 +11,9 @@ extracts of shared/data/wiki-sample cut into token windows of 20-254 tokens. Eve
 from their text (tokenisation is timed; the pipeline hands token ids over, which only makes it faster).
 Variants run alternately, each round in a rotated order so that drift in a shared machine's load falls on all
 of them; the figure is the median over rounds. Cosine is per row against sentence-transformers' fp32 output.
-The compute bound is the machine's measured matmul rate divided by the model's FLOPs per token.
+The compute bound is the machine's measured matmul rate divided by the model's FLOPs per token. ``auto`` is
+settled on the benchmark's own chunks as a build settles it on its corpus (the int8 gate, where int8 is on
+trial); every variant not in fp32 gets the gate's top-10 agreement with fp32 on those chunks.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 from indexer.types import Chunk, Document  # noqa: E402
-from indexer_local import LocalEmbedder, _cpu_flags  # noqa: E402
+import indexer_local  # noqa: E402
+from indexer_local import LocalEmbedder, _cpu_flags, gate, int8  # noqa: E402
 
 DEMO = REPO / "data" / "demo" / "wiki-demo.jsonl"
 WIKI = REPO.parent / "shared" / "data" / "wiki-sample" / "summaries_en-us.json"
@@ -76,8 +80,10 @@ def matmul_gflops(dtype_name: str, device: str, m: int = 8192) -> dict[str, floa
     """GFLOP/s of the GEMM shape this model spends most time in (m tokens x hidden -> 4 x hidden)."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
     k, n = 384, 1536
+    if dtype_name == "int8":
+        return _rate(int8_gemms(m, k, n), m, k, n, device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
     x = torch.randn(m, k, device=device).to(dtype)
     w = torch.randn(n, k, device=device).to(dtype)
     b = torch.randn(n, device=device).to(dtype)
@@ -85,6 +91,26 @@ def matmul_gflops(dtype_name: str, device: str, m: int = 8192) -> dict[str, floa
     if device == "cpu" and torch.backends.mkldnn.is_available():
         packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
         fns["oneDNN packed"] = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+    return _rate(fns, m, k, n, device)
+
+
+def int8_gemms(m: int, k: int, n: int) -> dict:
+    """The int8 layer as the embedder runs it (fp32 in, activations quantised, fp32 out) and, as the ceiling,
+    the bare int8 x int8 -> int32 GEMM (``torch._int_mm``) with nothing around it."""
+    import torch
+
+    layer = torch.nn.Linear(k, n)
+    holder = torch.nn.Sequential(layer)
+    int8.quantize_linears(holder, full_range=int8.has_vnni(_cpu_flags()))
+    x = torch.randn(m, k)
+    xq, wq = torch.randint(-127, 128, (m, k), dtype=torch.int8), torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    return {"int8 layer": lambda: holder(x), "int8 GEMM": lambda: torch._int_mm(xq, wq.t())}
+
+
+def _rate(fns: dict, m: int, k: int, n: int, device: str) -> dict[str, float]:
+    """Median GFLOP/s (2 m k n per call) of each function, over 5 runs of 10 calls after a warm-up call."""
+    import torch
+
     out = {}
     with torch.inference_mode():
         for name, fn in fns.items():
@@ -111,7 +137,7 @@ def cpu_description() -> str:
         return platform.processor() or platform.machine()
     name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.machine())
     flags = _cpu_flags()  # the embedder's own reading, which chooses its precision and attention
-    wanted = ["avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8"]
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8"]
     return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512'})"
 
 
@@ -133,7 +159,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    ap.add_argument("--modes", default="auto,fast,exact", help="precision modes of the local embedder, comma-separated")
+    ap.add_argument("--modes", default="auto,fast,exact,int8",
+                    help="precision modes of the local embedder, comma-separated")
+    ap.add_argument("--without-bf16", action="store_true",
+                    help="hide the CPU's bf16 flags from the embedder, so that auto chooses as on a CPU without native "
+                         "bf16 (the bf16 variants still run on this CPU's bf16 units)")
     ap.add_argument("--batch-tokens", type=int, help="padded tokens per indexer batch (default: the embedder's, "
                                                      "4,096 on a CPU and 16,384 on a GPU)")
     ap.add_argument("--json", help="also write the figures to this file")
@@ -147,15 +177,19 @@ def main() -> None:
     from indexer.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # as indexer build does; the same for both sides
+    if args.without_bf16:
+        flags = _cpu_flags() - {"avx512_bf16", "amx_bf16"}
+        indexer_local._cpu_flags = lambda: flags
     if args.gemm_rows:
         device = LocalEmbedder(args.model, device=args.device)._choose()[0]
-        print(f"GFLOP/s of rows x 384 by 384 x 1536 on {cpu_description() if device == 'cpu' else device}:")
-        print("| rows | precision | torch linear | oneDNN packed |\n|---|---|---|---|")
+        precisions = ["fp32", "bf16"] + (["int8"] if device == "cpu" and int8.int8_engine() else [])
+        print(f"GFLOP/s (int8: GOP/s) of rows x 384 by 384 x 1536 on "
+              f"{cpu_description() if device == 'cpu' else device}:")
+        print("| rows | precision | torch linear / int8 layer | oneDNN packed / bare int8 GEMM |\n|---|---|---|---|")
         for m in (int(x) for x in args.gemm_rows.split(",")):
-            for precision in ("fp32", "bf16"):
-                rates = matmul_gflops(precision, device, m)
-                print(f"| {m:,} | {precision} | {rates['torch linear']:,.0f} | "
-                      f"{rates.get('oneDNN packed', float('nan')):,.0f} |")
+            for precision in precisions:
+                first, second = matmul_gflops(precision, device, m).values()
+                print(f"| {m:,} | {precision} | {first:,.0f} | {second:,.0f} |")
         return
     if args.attention:
         budget = LocalEmbedder(args.model, device=args.device, batch_tokens=args.batch_tokens).token_budget()
@@ -181,6 +215,9 @@ def main() -> None:
     labels: dict[str, list[str]] = {}
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         emb = LocalEmbedder(args.model, device=args.device, precision=mode, batch_tokens=args.batch_tokens)
+        settled = emb.settle(lambda: chunks)
+        if settled:
+            print(f"{mode}: {settled['summary']}")
         key = emb.info.precision
         embedders.setdefault(key, emb)
         labels.setdefault(key, []).append(mode)
@@ -238,17 +275,22 @@ def main() -> None:
 
     base = tokens / statistics.median(times["sentence-transformers"])
     rows = []
-    print("\n| variant | tokens/s | vs s-t | of compute bound | min row cosine vs s-t fp32 |\n|---|---|---|---|---|")
+    print("\n| variant | tokens/s | vs s-t | of compute bound | min row cosine vs s-t fp32 | gate: top-10 agreement "
+          "with fp32 |\n|---|---|---|---|---|---|")
     for name in names:
         rate = tokens / statistics.median(times[name])
         prec = "fp32" if name == "sentence-transformers" else name.rsplit("(", 1)[1].rstrip(")")
         bound = max(peak[prec].values()) * 1e9 / per_token
         out = outputs[name] / np.linalg.norm(outputs[name], axis=1, keepdims=True)
         cos = float((out * ref).sum(1).min())
+        agreement = None
+        if prec != "fp32":
+            agreement = gate.run_gate(chunks, reference, embedders[prec]).agreement
         rows.append({"variant": name, "tokens_per_s": rate, "vs_st": rate / base, "of_bound": rate / bound,
-                     "min_cos": cos, "seconds": times[name]})
+                     "min_cos": cos, "gate_agreement": agreement, "seconds": times[name]})
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {rate / bound:.0%} | "
-              f"{'—' if name == 'sentence-transformers' else f'{cos:.6f}'} |")
+              f"{'—' if name == 'sentence-transformers' else f'{cos:.6f}'} | "
+              f"{'—' if agreement is None else f'{agreement:.3f}'} |")
     if args.profile:
         for name in names[1:]:
             profile(name, variants[name])

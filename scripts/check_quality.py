@@ -14,6 +14,11 @@ document: the article):
 
     python scripts/check_quality.py ../shared/data/dbpedia-entity-subset --modes \
         --wiki ../shared/data/wiki-sample/summaries_en-us.json
+
+Precisions side by side (nDCG@10 and the int8 gate's agreement; the known-item task on its first 2,000 articles):
+
+    python scripts/check_quality.py ../shared/data/dbpedia-entity-subset --precisions fp32,int8 \
+        --known-item ../shared/data/wiki-sample/summaries_en-us.json
 """
 
 from __future__ import annotations
@@ -95,14 +100,14 @@ HYBRIDS = [{"mode": "hybrid", "fusion": fusion, "text_weight": weight, "fuse": f
 MODES = [{"mode": "dense"}, {"mode": "text"}, *HYBRIDS]
 
 
-def known_item_folder(wiki_json: Path, folder: Path, queries: int = 2000) -> Path:
-    """The wiki-sample known-item task in BEIR layout: every described article is a document (title + lead);
-    ``queries`` of them (the smallest sha256 of the title) are asked for by their short description."""
-    import hashlib
+def known_item_folder(wiki_json: Path, folder: Path, queries: int = 2000, articles: int = 0) -> Path:
+    """The wiki-sample known-item task in BEIR layout: every described article (or the first ``articles`` by the
+    sha256 of their title, as scripts/feedback_experiment.py picks them) is a document (title + lead); ``queries``
+    of them, the first by that hash, are asked for by their short description."""
+    from feedback_experiment import load_articles
 
-    data = json.loads(wiki_json.read_text(encoding="utf-8"))
-    articles = [a for a in data.values() if (a.get("description") or "").strip() and (a.get("extract") or "").strip()]
-    asked = sorted(articles, key=lambda a: hashlib.sha256(a["title"].encode()).hexdigest())[:queries]
+    articles = load_articles(wiki_json, articles)
+    asked = articles[:queries]
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with (folder / "corpus.jsonl").open("w", encoding="utf-8") as f:
         for a in articles:
@@ -176,6 +181,34 @@ def print_modes(name: str, rows: list[dict]) -> bool:
     return agree
 
 
+def compare_precisions(datasets: dict[str, Path], precisions: list[str], model: str, work: Path) -> bool:
+    """nDCG@10 of default-chunking builds of each dataset in each precision, side by side, and the int8 gate's
+    top-10 agreement with fp32 on the sample a build of the dataset would measure it on; True when every
+    precision is within 0.005 of the first one on every dataset."""
+    print(f"| dataset | {' | '.join(f'{p} nDCG@10' for p in precisions)} | largest difference | "
+          f"gate: {', '.join(precisions[1:])} top-10 agreement with fp32 |\n|---|{'---|' * (len(precisions) + 2)}")
+    within = True
+    for name, folder in datasets.items():
+        ndcg = [indexer_metrics(folder, model, work / name / p, precision=p)["ndcg@10"] for p in precisions]
+        worst = max(abs(x - ndcg[0]) for x in ndcg)
+        within &= worst <= 0.005
+        agreement = [gate_agreement(folder, model, p, work / name / "gate") for p in precisions[1:]]
+        print(f"| {name} | {' | '.join(f'{x:.4f}' for x in ndcg)} | {worst:.4f} | "
+              f"{', '.join(f'{x:.3f}' for x in agreement)} |", flush=True)
+    return within
+
+
+def gate_agreement(folder: Path, model: str, precision: str, work: Path) -> float:
+    """The int8 gate's measurement for ``precision`` on the corpus sample a build of ``folder`` would take."""
+    from indexer.config import BuildConfig
+    from indexer.pipeline import ShardJob, corpus_sample, plan_build
+    from indexer_local import LocalEmbedder, gate
+
+    plan = plan_build(BuildConfig(source=str(folder), model=model, db=str(work), precision="exact", progress=False))
+    sample = corpus_sample(plan, [ShardJob(plan.config, s) for s in plan.source.shards()], gate.SAMPLE_CHUNKS)
+    return gate.run_gate(sample, plan.embedder, LocalEmbedder(model, device="cpu", precision=precision)).agreement
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("beir_folder", type=Path)
@@ -185,6 +218,10 @@ def main() -> int:
     ap.add_argument("--wiki", type=Path, help="the wiki-sample JSON: adds the known-item task to --modes")
     ap.add_argument("--wiki-queries", type=int, default=2000, help="known-item queries asked (default 2,000)")
     ap.add_argument("--work", type=Path, help="keep the --modes builds here (a rerun reuses them) instead of a temp dir")
+    ap.add_argument("--precisions", help="only compare these precisions' nDCG@10 (comma-separated, the first is the "
+                                         "reference), on BEIR_FOLDER and the --known-item task")
+    ap.add_argument("--known-item", type=Path, help="wiki-sample summaries_en-us.json, for --precisions")
+    ap.add_argument("--known-item-docs", type=int, default=2000)
     args = ap.parse_args()
     model = args.model or default_model()
     if args.modes:
@@ -199,6 +236,13 @@ def main() -> int:
                 agree &= print_modes(name, rows)
         print(f"\nindexer eval vs own nDCG@10: {'agree within 0.002' if agree else 'DISAGREE'}")
         return 0 if agree else 1
+    if args.precisions:
+        with tempfile.TemporaryDirectory() as tmp:
+            datasets = {args.beir_folder.name: args.beir_folder}
+            if args.known_item:
+                datasets["wiki-sample known-item"] = known_item_folder(args.known_item, Path(tmp) / "known-item",
+                                                                       args.known_item_docs, args.known_item_docs)
+            return 0 if compare_precisions(datasets, args.precisions.split(","), model, Path(tmp)) else 1
     with tempfile.TemporaryDirectory() as tmp:
         t = time.time()
         whole = indexer_metrics(args.beir_folder, model, Path(tmp) / "whole", chunker="document",

