@@ -14,7 +14,7 @@ import indexer_local
 from conftest import DEMO_CORPUS
 from indexer.cli import cli
 from indexer.errors import ConfigError
-from indexer.retrieval import open_index
+from indexer.retrieval import SearchSettings, open_index
 from indexer.types import Chunk
 from indexer_local import LocalEmbedder, gate, int8
 
@@ -140,7 +140,7 @@ def test_auto_takes_int8_only_when_the_gate_passes(tmp_path, model_path, cpu_wit
     index = open_index(str(db))
     assert index.embedder.info.precision == want
     query = "a painter of the Italian Renaissance"
-    hit = index.search([query], k=1)[0][0]
+    hit = index.search([query], k=1, settings=SearchSettings("dense"))[0][0]  # a cosine, not a fused score
     stored = _vector(db, hit.id)
     same = LocalEmbedder(model_path, device="cpu", precision=want).embed_queries([query])[0]
     other = LocalEmbedder(model_path, device="cpu", precision="fp32" if passes else "int8").embed_queries([query])[0]
