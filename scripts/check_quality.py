@@ -86,8 +86,9 @@ def indexer_metrics(folder: Path, model: str, work: Path, **build) -> dict:
     db = str(work / "db")
     summary = api.build(str(folder), db=db, model=model, progress=False, **build)
     run = work / "run.trec"
+    # dense: this measures the embedding, which the brute force and the precisions are compared on
     api.search_batch(read_queries(folder / "queries.jsonl"), db=db, table=summary.table, k=100, by_doc=True,
-                         run_file=run)
+                     run_file=run, mode="dense")
     metrics = api.evaluate(folder / "qrels" / "test.tsv", run)
     metrics["chunks"] = summary.chunks
     metrics["precision"] = summary.precision
