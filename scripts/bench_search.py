@@ -19,7 +19,6 @@ build time; its size is what lance reports for the index.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -63,11 +62,14 @@ def build(wiki: Path, db: str, model: str) -> None:
 
 
 def queries_from(wiki: Path | None, n: int) -> list[str]:
+    """The known-item task's queries (scripts/check_quality.py): the first ``n`` described articles by the hash of
+    their title, as scripts/feedback_experiment.py picks them."""
     if wiki is None:
         raise SystemExit("--wiki is needed for the queries (the articles' short descriptions)")
-    described = [a for a in wiki_articles(wiki) if (a.get("description") or "").strip()]
-    described.sort(key=lambda a: hashlib.sha256(a["title"].encode()).hexdigest())
-    return [a["description"] for a in described[:n]]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from feedback_experiment import load_articles
+
+    return [a["description"] for a in load_articles(wiki, n)]
 
 
 def main() -> int:
