@@ -21,7 +21,7 @@ from indexer.components import Embedder, Hit, Sink
 from indexer.config import DEFAULT_DB
 from indexer.errors import ConfigError
 from indexer.plugins import Host, get_host
-from indexer.state import WorkDir, atomic_write_text
+from indexer.state import WorkDir
 
 MODES = ("dense", "text", "hybrid")
 FUSE_LEVELS = ("doc", "chunk")
@@ -149,19 +149,17 @@ def rank(dense: list[Hit], text: list[Hit], k: int, by_doc: bool, settings: Sear
 
 
 def settings_file(work: WorkDir, table: str) -> Path:
-    return work.root / "tables" / table / "search.json"
+    return work.search_settings_file(table)
 
 
 def recorded_settings(work: WorkDir, table: str) -> dict[str, Any] | None:
     """What tune-search recorded for ``table``: ``{"settings": {...}, "metric": ..., "scores": [...], ...}``."""
-    path = settings_file(work, table)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return work.search_settings(table)
 
 
 def record_settings(work: WorkDir, table: str, settings: SearchSettings, **evidence: Any) -> None:
     """Make ``settings`` the way ``table`` is searched unless a caller says otherwise."""
-    record = {"settings": settings.to_dict(), "time": time.time(), **evidence}
-    atomic_write_text(settings_file(work, table), json.dumps(record, indent=1, sort_keys=True))
+    work.write_search_settings(table, {"settings": settings.to_dict(), "time": time.time(), **evidence})
 
 
 def table_settings(work: WorkDir, table: str) -> tuple[SearchSettings, str]:

@@ -308,6 +308,16 @@ class WorkDir:
     def table_info(self, table: str) -> dict[str, Any] | None:
         return _read_json(self.root / "tables" / table / "table.json")
 
+    def search_settings_file(self, table: str) -> Path:
+        """How ``table`` is searched unless a search says otherwise (written by ``indexer tune-search``)."""
+        return self.root / "tables" / table / "search.json"
+
+    def search_settings(self, table: str) -> dict[str, Any] | None:
+        return _read_json(self.search_settings_file(table))
+
+    def write_search_settings(self, table: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.search_settings_file(table), json.dumps(record, indent=1, sort_keys=True))
+
     # -- aliases ---------------------------------------------------------------------------------------------
     def aliases(self) -> dict[str, str]:
         return _read_json(self.root / "aliases.json") or {}
