@@ -102,6 +102,25 @@ def qrels_of(judgements: Iterable[Judgement]) -> tuple[dict[str, str], dict[str,
     return queries, dict(qrels)
 
 
+def recorded_heldout(model: str) -> Any:
+    """The held-out judgements ``indexer finetune`` recorded beside the model it saved (an
+    :class:`indexer.versions.Heldout`), or None when ``model`` is no such model. Answers the core's
+    ``heldout_judgements`` hook, so ``indexer reembed --model FINE_TUNED`` scores on the split training never saw."""
+    import json
+    from pathlib import Path
+
+    from indexer.versions import Heldout
+    from indexer_feedback.finetune import RECORD
+
+    record = Path(model) / RECORD
+    if not record.is_file():
+        return None
+    heldout = json.loads(record.read_text()).get("heldout", [])
+    queries, qrels = qrels_of(Judgement(j["query"], j["query_id"], j["doc_id"], j["doc_id"], j["relevance"])
+                              for j in heldout)
+    return Heldout(queries, qrels, f"the held-out pairs recorded in {record}") if qrels else None
+
+
 def rank_by_doc(query_vectors: Any, chunk_vectors: Any, doc_ids: Sequence[str], k: int = 100) -> list[list[tuple[str, float]]]:
     """Per query, the top ``k`` documents by their best chunk's cosine similarity (exact, in memory)."""
     import numpy as np

@@ -89,7 +89,7 @@ def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", p
     from indexer.retrieval import candidate_depth, open_index, rank, record_settings
     from indexer_feedback.judgements import is_heldout, lancedb_table, qrels_of, resolve
     from indexer_feedback.store import FeedbackLog
-    from indexer_feedback.versions import work_of
+    from indexer.versions import work_of
 
     if metric not in METRICS:
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)} (got {metric!r})")
