@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WALKED = ("indexer", "plugins", "scripts", "tests")
+WALKED = ("indexer", "plugins")
 
 
 def module_name(path: Path, root: Path) -> str:
