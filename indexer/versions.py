@@ -53,6 +53,7 @@ def heldout_from_model(model: str, host: Any = None) -> Heldout | None:
 
 
 def heldout_from_files(qrels: str, queries: str) -> Heldout:
+    """Judgements from a BEIR/TREC qrels file and the queries file its query ids refer to (``--qrels``, ``--queries``)."""
     from indexer.metrics import read_qrels
     from indexer.retrieval import read_queries
 

@@ -42,3 +42,21 @@ def test_the_feedback_plugin_answers_with_the_split_finetune_recorded(monkeypatc
     assert heldout.queries == {"q1": "how do vaccines work"}
     assert heldout.qrels == {"q1": {"Vaccine": 2.0, "Virus": 0.0}}
     assert RECORD in heldout.origin
+
+
+def test_the_version_commands_are_the_cores_and_work_without_the_feedback_plugin(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "INDEXER_DISABLE_PLUGINS": "feedback"}
+    for command in (["reembed", "--help"], ["alias", "list", "--help"], ["prune", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "indexer.cli", *command], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    help_text = subprocess.run([sys.executable, "-m", "indexer.cli", "reembed", "--help"], env=env,
+                               capture_output=True, text=True).stdout
+    assert "--promote-if-better" in help_text and "--qrels" in help_text
+    # a database without tables: the core's own error, before any work
+    out = subprocess.run([sys.executable, "-m", "indexer.cli", "prune", "--db", str(tmp_path / "none.lancedb")],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "no alias is set" in out.stderr
