@@ -87,7 +87,7 @@ def vector_schema(dimension: int, kind: str = "dense") -> pa.Schema:
                       embedded_schema(dimension, kind).field("vector")])
 
 
-def _vector_kind(field: pa.Field) -> tuple[int, str]:
+def vector_field_kind(field: pa.Field) -> tuple[int, str]:
     """(dimension, kind) of a stored ``vector`` field."""
     if pa.types.is_fixed_size_list(field.type):
         return field.type.list_size, "dense"
@@ -277,7 +277,7 @@ class WorkDir:
         """The shard's chunks joined with their vectors, streamed (both files share one row order)."""
         chunks = stream_parquet(self.chunk_file(chunkset, shard))
         vectors = stream_parquet(self.vector_file(model, chunkset, shard))
-        schema = embedded_schema(*_vector_kind(vectors.schema_arrow.field("vector")))
+        schema = embedded_schema(*vector_field_kind(vectors.schema_arrow.field("vector")))
         for cb, vb in zip(
             chunks.iter_batches(batch_size=batch_rows), vectors.iter_batches(batch_size=batch_rows, columns=["id", "vector"])
         ):

@@ -265,7 +265,7 @@ def test_off_loopback_a_token_is_required_to_start_and_for_every_request(built, 
 
 
 def test_the_server_follows_a_promoted_table_without_failing_a_request(built, tmp_path, model_path):
-    from indexer_feedback.versions import set_alias
+    from indexer.versions import set_alias
 
     db = str(tmp_path / "db")
     shutil.copytree(built["db"], db)

@@ -169,14 +169,11 @@ def publish_table(db: str, table: str | None, settings: PublishSettings, *,
         raise ConfigError(f"--db {db} is not a local folder; pass --out FOLDER for the dataset files")
     else:
         folder = Path(db) / "_indexer" / "hub" / name / "dataset"
-    import lancedb
-
     from indexer.rows import embedded_schema
 
     dimension = int(meta["model"]["dimension"])
     columns = embedded_schema(dimension).names
-    scan = lancedb.connect(db).open_table(name).search().select(columns).limit(None).to_batches(4096)
-    batches = (to_published(b, dimension) for b in scan)
+    batches = (to_published(b, dimension) for b in LanceDBSink(db=db, table=name).scan(columns))
     stats = write_folder(batches, folder, meta=meta, table=name, settings=settings)
     return folder, stats, finish(folder, stats, settings, say=say)
 

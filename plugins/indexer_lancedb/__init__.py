@@ -38,6 +38,8 @@ RESULT_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata"]
 ROWS_PER_HNSW_PARTITION = 1_000_000
 # Queries per lancedb call: a flat search shares one table scan across them.
 QUERY_BATCH = 1024
+# rows per record batch of Sink.scan
+SCAN_BATCH = 4096
 # The full-text index's tokenizer options: sink option -> lancedb.index.FTS argument, default.
 FTS_OPTIONS = {"fts_tokenizer": ("base_tokenizer", "simple"), "fts_language": ("language", "English"),
                "fts_stem": ("stem", True), "fts_stop_words": ("remove_stop_words", True),
@@ -232,7 +234,7 @@ class LanceDBSink(Sink):
 
         def typed(batch: Any) -> Any:
             nonlocal written
-            _check_shard_column(batch, shard)
+            check_shard_column(batch, shard)
             objects = columns.parse(batch.column("metadata"))
             late.update(f.name for f in columns.new_fields(objects, schema))
             written += batch.num_rows
@@ -411,7 +413,7 @@ class LanceDBSink(Sink):
             which = result.get("query_index") or [0] * len(result["id"])
             grouped: list[list[Hit]] = [[] for _ in range(len(part))]
             for i, q in enumerate(which):
-                grouped[q].append(_hit(result, i, 1.0 - result["_distance"][i]))
+                grouped[q].append(hit_from_columns(result, i, 1.0 - result["_distance"][i]))
             for hits in grouped:
                 hits.sort(key=lambda h: (-h.score, h.id))
             out.extend(grouped)
@@ -441,7 +443,7 @@ class LanceDBSink(Sink):
             return out
         results = _run_coroutine(self._text_searches([queries[i] for i in asked], tbl.version, k, filter))
         for i, result in zip(asked, results):
-            hits = [_hit(result, j, result["_score"][j]) for j in range(len(result["id"]))]
+            hits = [hit_from_columns(result, j, result["_score"][j]) for j in range(len(result["id"]))]
             hits.sort(key=lambda h: (-h.score, h.id))
             out[i] = hits
         return out
@@ -492,6 +494,18 @@ class LanceDBSink(Sink):
     def count(self) -> int:
         tbl = self._open_table(required=False)
         return 0 if tbl is None else tbl.count_rows()
+
+    def scan(self, columns: Sequence[str] | None = None, *, filter: str | None = None,
+             batch_rows: int = SCAN_BATCH) -> Iterator[Any]:
+        """The table's rows in storage order, as Arrow record batches of at most ``batch_rows`` rows: ``columns``
+        (default all), those matching the SQL predicate ``filter``; at the version the table had when the scan
+        started."""
+        query = self._table().search()
+        if filter:
+            query = query.where(filter)
+        if columns is not None:
+            query = query.select(list(columns))
+        yield from query.limit(None).to_batches(batch_rows)
 
     def tables(self) -> list[dict[str, Any]]:
         conn = self._connection()
@@ -607,9 +621,9 @@ def _table_meta(tbl: Any) -> dict[str, Any] | None:
 
 
 def _vector_dimension(schema: Any) -> int:
-    from indexer.state import _vector_kind
+    from indexer.state import vector_field_kind
 
-    return _vector_kind(schema.field(VECTOR))[0]
+    return vector_field_kind(schema.field(VECTOR))[0]
 
 
 def _table_names(conn: Any) -> list[str]:
@@ -655,8 +669,9 @@ def _conform(batch: Any, schema: Any) -> Any:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _check_shard_column(batch: Any, shard: str) -> None:
-    # A row labelled with another shard would escape that shard's next rewrite and linger as a duplicate.
+def check_shard_column(batch: Any, shard: str) -> None:
+    """Raise ValueError unless every row of ``batch`` is labelled with ``shard``: a row labelled with another
+    shard would escape that shard's next rewrite and linger as a duplicate (every sink that keeps shards checks)."""
     import pyarrow.compute as pc
 
     if not pc.all(pc.equal(batch.column("shard"), shard)).as_py():
@@ -679,7 +694,8 @@ def _run_coroutine(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def _hit(result: dict[str, list], i: int, score: float) -> Hit:
+def hit_from_columns(result: dict[str, list], i: int, score: float) -> Hit:
+    """Hit ``i`` of a search result read as columns (``RESULT_COLUMNS``), with ``score``."""
     metadata = result["metadata"][i]
     return Hit(
         id=result["id"][i],

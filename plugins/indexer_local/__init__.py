@@ -116,6 +116,10 @@ class LocalEmbedder(Embedder):
             )
         self._st_config()  # unsupported pooling or extra modules fail here, before any work
 
+    def model_path(self) -> Path:
+        """The folder holding the model's files (a path, the Hugging Face cache, or a package that ships them)."""
+        return self._resolve()
+
     def _resolve(self) -> Path:
         if self._path is not None:
             return self._path

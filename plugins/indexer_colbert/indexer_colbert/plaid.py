@@ -40,7 +40,7 @@ from indexer.config import option_bool, option_int
 from indexer.components import Embedder, Hit, Sink
 from indexer.errors import ConfigError
 from indexer.types import ModelInfo
-from indexer_lancedb import _check_shard_column
+from indexer_lancedb import check_shard_column
 
 from indexer_colbert.quiet import quiet
 
@@ -132,7 +132,7 @@ class PLAIDSink(Sink):
             rows_file.unlink(missing_ok=True)
             return 0
         table = pa.concat_tables(tables)
-        _check_shard_column(table, shard)
+        check_shard_column(table, shard)
         # Vectors first: rows without their vectors only cost an encoding, vectors without rows are ignored.
         _write_parquet(pending_file, table.select(["id", "content_hash", "vector"]))
         _write_parquet(rows_file, table.select(ROW_COLUMNS))
