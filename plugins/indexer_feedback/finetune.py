@@ -113,7 +113,7 @@ def base_model_path(name: str) -> Path:
 
     embedder = get_host().component("embedder", "local")(name)
     embedder.check()
-    return Path(embedder._resolve())  # noqa: SLF001 (the embedder's own lookup; no second copy of it here)
+    return Path(embedder.model_path())  # the embedder's own lookup; no second copy of it here
 
 
 def prepare(s: FinetuneSettings) -> dict[str, Any]:
