@@ -16,10 +16,12 @@ from typing import Any
 from indexer.components import Embedder, usable_cores
 from indexer.config import DEFAULT_MODEL
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 from indexer.types import Chunk, ModelInfo
 from indexer_local import gate, int8, kernels
 from indexer_local.model import ModelFiles, load_tokenizer, pool, special_template
 
+log = get_logger("local")
 PRECISIONS = ("auto", "fast", "exact", "fp32", "bf16", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Sequence lengths are padded up to a multiple of this: a handful of distinct shapes keeps oneDNN/cuBLAS
@@ -242,13 +244,17 @@ class LocalEmbedder(Embedder):
                 if bars:
                     hf_logging.enable_progress_bar()
             net.eval().to(device)
+            layers = "stock layers"
             if precision == "int8":
                 net.pooler = None  # feeds nothing we use
-                int8.quantize_linears(net, full_range=int8.has_vnni(kernels.cpu_flags()))
-            elif device == "cpu" and precision in ("fp32", "bf16"):
-                kernels.fuse_for_cpu(net, dtype)
+                count = int8.quantize_linears(net, full_range=int8.has_vnni(kernels.cpu_flags()))
+                layers = f"{count} int8 linear layers"
+            elif device == "cpu" and precision in ("fp32", "bf16") and kernels.fuse_for_cpu(net, dtype):
+                layers = "oneDNN linear layers"
             self.tokenizer()
             self._net = net
+            log.debug(f"local embedder: {self.model} ({self.model_path()}) loaded on {device} in {precision}, "
+                      f"{layers}, attention {getattr(net.config, '_attn_implementation', None) or 'default'}")
         return net
 
     # ----------------------------------------------------------------------------------------------------------
