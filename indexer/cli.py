@@ -36,10 +36,16 @@ work_dir_option = click.option("--work-dir", envvar="INDEXER_WORK_DIR", help="Ru
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="indexer")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also show debug messages.")
+@click.option("-q", "--quiet", is_flag=True, help="Show only warnings and errors (the results and the run summary stay).")
+def cli(verbose: bool, quiet: bool) -> None:
     """Turn a text corpus into a search index and an embedded dataset; search it; measure it."""
+    from indexer.log import configure
     from indexer.memory import limit_malloc_arenas
 
+    if verbose and quiet:
+        raise click.UsageError("pass -v (more messages) or -q (fewer), not both")
+    configure("verbose" if verbose else "quiet" if quiet else "normal")
     limit_malloc_arenas()  # before any command starts threads: builds, index builds, searches
 
 

@@ -102,9 +102,8 @@ class StoredVectors:
     Only the hash column is held (8 bytes a chunk and its row's 8, against 1,536 bytes for a 384-dim float32 vector
     and far more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
     asks for them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the
-    next row groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited
-    peaked at 1,340-1,346 MiB when the file was read whole, 1,120-1,140 MiB this way
-    (``scripts/bench_memory.py --rebuild``; docs/benchmarks.md). A context manager; missing files are empty.
+    next row groups, and the last two read are kept, which keeps a rebuild's peak well under reading the file whole
+    (docs/benchmarks.md#figures-behind-the-code). A context manager; missing files are empty.
     The files stay open, so a file renamed or removed meanwhile (by a worker finishing its shard) still reads.
     """
 

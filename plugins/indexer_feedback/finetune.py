@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 from indexer.config import DEFAULT_DB
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 from indexer.metrics import evaluate
 from indexer_feedback.judgements import (
     Judgement,
@@ -48,6 +48,7 @@ from indexer_feedback.judgements import (
     rows_of,
 )
 
+log = get_logger("feedback")
 RECORD = "indexer_finetune.json"
 LOSSES = ("mnrl", "cached-mnrl")
 # Candidates per held-out query kept in a bounded evaluation corpus.
@@ -100,10 +101,6 @@ class FinetuneSettings:
 # --------------------------------------------------------------------------------------------------------------
 # 1. prepare
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def base_model_path(name: str) -> Path:
@@ -180,8 +177,9 @@ def prepare(s: FinetuneSettings) -> dict[str, Any]:
     per_row = min(len(r["negatives"]) for r in train_rows)
     for r in train_rows:
         del r["negatives"][per_row:]
-    _say(f"finetune: {len(train_rows):,} training pairs ({mined:,} mined and {explicit_used:,} explicit hard "
-         f"negatives, {time.perf_counter() - t0:.1f}s), {len(heldout):,} held-out pairs on {len(held_docs):,} documents")
+    log.info(f"finetune: {len(train_rows):,} training pairs ({mined:,} mined and {explicit_used:,} explicit hard "
+             f"negatives, {time.perf_counter() - t0:.1f}s), {len(heldout):,} held-out pairs on {len(held_docs):,} "
+             "documents")
 
     evaluation = _evaluation_set(s, index, heldout, rows)
     return {

@@ -23,8 +23,10 @@ from indexer.config import option_bool, option_int
 from indexer.components import Hit, Sink
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
+from indexer.log import get_logger
 from indexer.types import ModelInfo
 
+log = get_logger("lancedb")
 META_KEY = "indexer"
 VECTOR = "vector"
 TEXT = "text"
@@ -331,32 +333,33 @@ class LanceDBSink(Sink):
                 from lancedb.index import FTS
 
                 tbl.create_index(TEXT, config=FTS(**self.fts_config), replace=True)
-                _say(f"table {self.table!r}: built full-text index on {TEXT!r} over {rows:,} rows in "
-                     f"{time.perf_counter() - start:.1f} s")
+                log.info(f"table {self.table!r}: built full-text index on {TEXT!r} over {rows:,} rows in "
+                         f"{time.perf_counter() - start:.1f} s")
                 built = True
             else:
                 stale = max(stale, stats.num_unindexed_rows)
         elif text_index is not None:
             tbl.drop_index(text_index.name)  # fts=false: a stale index would answer text searches wrongly
-            _say(f"table {self.table!r}: dropped its full-text index (fts=false)")
+            log.info(f"table {self.table!r}: dropped its full-text index (fts=false)")
         for column, kind in self.scalar_indexes.items():
             if column not in tbl.schema.names:
-                _say(f"table {self.table!r}: no column {column!r} for scalar_index; columns that can have one: "
-                     f"{', '.join(filterable_columns(tbl.schema))}")
+                log.warning(f"table {self.table!r}: no column {column!r} for scalar_index; columns that can have one: "
+                            f"{', '.join(filterable_columns(tbl.schema))}")
                 continue
             index = next((i for i in indexes.values() if i.columns == [column]), None)
             if index is None or index.index_type.upper() != kind:
                 start = time.perf_counter()
                 tbl.create_scalar_index(column, index_type=kind, replace=True)
-                _say(f"table {self.table!r}: built {kind} index on {column!r} in {time.perf_counter() - start:.1f} s")
+                log.info(f"table {self.table!r}: built {kind} index on {column!r} in "
+                         f"{time.perf_counter() - start:.1f} s")
                 built = True
             else:
                 stale = max(stale, tbl.index_stats(index.name).num_unindexed_rows)
         if stale:
             start = time.perf_counter()
             tbl.optimize()
-            _say(f"table {self.table!r}: added {stale:,} new rows to its indexes in "
-                 f"{time.perf_counter() - start:.1f} s")
+            log.info(f"table {self.table!r}: added {stale:,} new rows to its indexes in "
+                     f"{time.perf_counter() - start:.1f} s")
         elif not built and tbl.stats()["fragment_stats"]["num_small_fragments"] >= 64:
             # Every shard write leaves a small fragment; scans slow down as they pile up.
             tbl.optimize()
@@ -371,8 +374,8 @@ class LanceDBSink(Sink):
         start = time.perf_counter()
         tbl.create_index(VECTOR, config=config, replace=True)
         parts = f"{partitions:,} partition{'s' if partitions > 1 else ''}" if partitions else "partitions by lancedb"
-        _say(f"table {self.table!r}: built {self.index_type} index on {VECTOR!r} over {rows:,} rows ({parts}) in "
-             f"{time.perf_counter() - start:.1f} s")
+        log.info(f"table {self.table!r}: built {self.index_type} index on {VECTOR!r} over {rows:,} rows ({parts}) in "
+                 f"{time.perf_counter() - start:.1f} s")
 
     # ----------------------------------------------------------------------------------------------------------
     # Reading
@@ -566,12 +569,6 @@ class LanceDBSink(Sink):
 
 
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    import click
-
-    click.echo(message, err=True)
 
 
 def filterable_columns(schema: Any) -> list[str]:

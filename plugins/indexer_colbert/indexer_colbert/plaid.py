@@ -39,10 +39,13 @@ from typing import Any, ClassVar
 from indexer.config import option_bool, option_int
 from indexer.components import Embedder, Hit, Sink
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 from indexer.types import ModelInfo
 from indexer_lancedb import check_shard_column
 
 from indexer_colbert.quiet import quiet
+
+log = get_logger("colbert")
 
 SINK_NAME = "colbert"
 ROW_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata", "content_hash", "token_count"]
@@ -174,8 +177,8 @@ class PLAIDSink(Sink):
                 self._add([desired[i] for i in adds])
         self._rag = None
         self._clear_pending()
-        _say(f"PLAID index {self.table!r}: {'rebuilt' if done['rebuilt'] else 'updated'} with {len(adds):,} added and "
-             f"{len(deletes):,} deleted chunks ({len(desired):,} in all)")
+        log.info(f"PLAID index {self.table!r}: {'rebuilt' if done['rebuilt'] else 'updated'} with {len(adds):,} added "
+                 f"and {len(deletes):,} deleted chunks ({len(desired):,} in all)")
         return done
 
     def _build(self, desired: dict[str, dict[str, Any]]) -> None:
@@ -417,12 +420,6 @@ def _hit(result: dict[str, Any]) -> Hit:
     return Hit(id=result["document_id"], doc_id=meta.get("doc_id", result["document_id"]), score=float(result["score"]),
                text=result.get("content", ""), chunk_index=int(meta.get("chunk_index", 0)),
                metadata=meta.get("metadata") or {})
-
-
-def _say(message: str) -> None:
-    import click
-
-    click.echo(message, err=True)
 
 
 def _read_json(path: Path) -> Any:
