@@ -41,20 +41,25 @@ def get_logger(part: str) -> logging.Logger:
     return logging.getLogger(f"{ROOT}.{part}")
 
 
-def configure(level: str = "normal", *, handler: bool = True) -> None:
-    """Set the tree's level (``quiet``: warnings and errors; ``normal``: also INFO; ``verbose``: also DEBUG) and
-    whether its stderr handler is on."""
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)} (got {level!r})")
+def configure(level: str = "normal", *, handler: bool = True, fmt: str = "%(message)s") -> None:
+    """Set the tree's level (``quiet``: warnings and errors; ``normal``: also INFO; ``verbose``: also DEBUG, or a
+    :mod:`logging` level name such as ``ERROR``), whether its stderr handler is on, and the handler's format
+    (``indexer serve`` prefixes the level and the logger's name, as uvicorn's own lines are)."""
+    if level not in LEVELS and not isinstance(logging.getLevelName(level.upper()), int):
+        raise ValueError(f"level must be one of {', '.join(LEVELS)} or a logging level name (got {level!r})")
     _install()
     logger = logging.getLogger(ROOT)
-    logger.setLevel(LEVELS[level])
+    logger.setLevel(LEVELS.get(level, level.upper()))
     mine = [h for h in logger.handlers if isinstance(h, StderrHandler)]
     if handler and not mine:
-        logger.addHandler(StderrHandler())
+        mine = [StderrHandler()]
+        logger.addHandler(mine[0])
     elif not handler:
         for h in mine:
             logger.removeHandler(h)
+        mine = []
+    for h in mine:
+        h.setFormatter(logging.Formatter(fmt))
 
 
 _INSTALLED = False

@@ -20,6 +20,7 @@ import pluggy
 
 from indexer import hookspecs
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 
 # Component kind → the register hook that fills it.
 COMPONENT_HOOKS = {
@@ -159,7 +160,7 @@ def make_plugin_manager(extra_plugins: list[Any] | None = None) -> pluggy.Plugin
         try:
             plugin = ep.load()
         except ImportError as exc:  # a broken plugin should not take the whole tool down
-            print(f"indexer: plugin {ep.name!r} failed to import and was skipped: {exc}", file=sys.stderr)
+            get_logger("plugins").warning(f"indexer: plugin {ep.name!r} failed to import and was skipped: {exc}")
             continue
         pm.register(plugin, name=ep.name)
         if ep.dist is not None:

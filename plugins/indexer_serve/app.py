@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import logging
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,10 +28,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 from indexer_serve import query as q
 from indexer_serve.service import Batcher, Follower, Ranking
 
-log = logging.getLogger(__name__)
+log = get_logger("serve.app")
 
 MAX_K = 1000
 MAX_QUERY_CHARS = 1000

@@ -25,7 +25,7 @@ import click
 def serve(db, table, work_dir, host, port, token, batch_wait_ms, max_batch, log_level) -> None:
     """Serve the index over HTTP: search (GET/POST /search), feedback (POST /feedback), /tables, /health,
     OpenAPI docs at /docs and a search page at / whose thumbs up and down are recorded as feedback."""
-    import logging
+    from indexer.log import configure
 
     try:
         import uvicorn
@@ -35,7 +35,8 @@ def serve(db, table, work_dir, host, port, token, batch_wait_ms, max_batch, log_
         raise click.ClickException(f"indexer serve needs fastapi and uvicorn ({exc.name} is missing): "
                                    "pip install 'indexer[serve]'") from None
 
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    # indexer's logging tree (the server's own lines under indexer.serve), at --log-level, formatted as uvicorn's
+    configure(log_level, fmt="%(levelname)s:     %(name)s: %(message)s")
     config = ServeConfig(db=db, table=table, work_dir=work_dir, host=host, token=token or None,
                          batch_wait_ms=batch_wait_ms, max_batch=max_batch)
     app = create_app(config)

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from indexer.components import Hit
+from indexer.log import get_logger
 from indexer.retrieval import Index, SearchSettings, open_index, settings_file, table_settings
 from indexer.state import WorkDir
 
-log = logging.getLogger(__name__)
+log = get_logger("serve")
 
 # A query embedded and searched once the index is open, so the first request does not pay for loading the model
 # (lazily, on first use) and a newly promoted table is warm before it takes traffic.
