@@ -5,6 +5,7 @@ fallback constraint files it hands ``scripts/constraints.sh`` and the ``-e "path
 direct dependency of those projects and extras (markers evaluated for the lock's Python on Linux) must be pinned in
 the lock, each pin must satisfy the range that pyproject.toml declares, and the hand-written constraints
 (``.ci/constraints*.txt``: the torch pin, the ColBERT stack) must hold too. Locks are written by ``scripts/lock.sh``.
+Run in an environment a setup script made, the tests also check it holds the locked versions.
 """
 
 from __future__ import annotations
@@ -30,13 +31,19 @@ SETUPS = ["scripts/setup.sh", "scripts/setup-colbert.sh"]
 
 def read_setup(script: str) -> tuple[str, list[str], list[tuple[str, list[str]]]]:
     """(lock, fallback constraint files, [(project folder, extras)]) that a setup script installs with."""
+    _, lock, fallbacks, projects = read_setup_with_venv(script)
+    return lock, fallbacks, projects
+
+
+def read_setup_with_venv(script: str) -> tuple[str, str, list[str], list[tuple[str, list[str]]]]:
+    """(the environment it installs into, lock, fallback constraint files, [(project folder, extras)])."""
     text = (ROOT / script).read_text().replace("\\\n", " ")
-    call = re.search(r"scripts/constraints\.sh\s+\S+\s+(?P<lock>\S+)(?P<fallbacks>(?:[ \t]+\.ci/[^\s)]+)*)", text)
+    call = re.search(r"scripts/constraints\.sh\s+(?P<venv>\S+)\s+(?P<lock>\S+)(?P<fallbacks>(?:[ \t]+\.ci/[^\s)]+)*)", text)
     assert call, f"{script} does not install through scripts/constraints.sh and a lock"
     projects = [(path or ".", [e.strip() for e in extras.split(",") if e.strip()])
                 for path, extras in re.findall(r'-e\s+"([^"\[]*)\[([^\]]*)\]"', text)]
     assert projects, f"{script} installs no -e \"path[extras]\" project"
-    return call["lock"], call["fallbacks"].split(), projects
+    return call["venv"], call["lock"], call["fallbacks"].split(), projects
 
 
 def read_lock(path: Path) -> tuple[str, dict[str, str]]:
@@ -132,14 +139,17 @@ def test_the_check_fails_on_a_lock_that_disagrees():
 
 
 def test_this_environment_is_installed_from_its_lock():
-    """scripts/setup.sh installed .venv through .ci/lock.txt: every locked package present here has the locked
-    version (packages the lock does not name, installed by hand, are not looked at)."""
-    if Path(sys.prefix).name != ".venv":
-        pytest.skip(f"runs in the .venv that scripts/setup.sh installs, not in {sys.prefix}")
-    lock, _, _ = read_setup("scripts/setup.sh")
+    """The setup script that made this environment (.venv, .venv-colbert) installed it through its lock: every
+    locked package present here has the locked version (packages the lock does not name, installed by hand, are
+    not looked at)."""
+    made_by = {read_setup_with_venv(script)[0]: script for script in SETUPS}
+    script = made_by.get(Path(sys.prefix).name)
+    if script is None:
+        pytest.skip(f"runs in an environment that a setup script makes ({sorted(made_by)}), not in {sys.prefix}")
+    lock, _, _ = read_setup(script)
     python, pins = read_lock(ROOT / lock)
     if python != "%d.%d" % sys.version_info[:2]:
         pytest.skip(f"{lock} is for Python {python}; setup installed this one without it")
     installed = {canonicalize_name(d.metadata["Name"]): d.version.split("+")[0] for d in distributions()}
     drift = {name: (installed[name], pins[name]) for name in pins if name in installed and installed[name] != pins[name]}
-    assert not drift, f"installed vs locked {drift}: run bash scripts/setup.sh"
+    assert not drift, f"installed vs locked ({lock}) {drift}: run bash {script}"
