@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+import sysconfig
 from importlib.metadata import distributions
 from pathlib import Path
 
@@ -150,6 +151,8 @@ def test_this_environment_is_installed_from_its_lock():
     python, pins = read_lock(ROOT / lock)
     if python != "%d.%d" % sys.version_info[:2]:
         pytest.skip(f"{lock} is for Python {python}; setup installed this one without it")
-    installed = {canonicalize_name(d.metadata["Name"]): d.version.split("+")[0] for d in distributions()}
+    # Only what is installed in the environment: an imported setuptools puts its vendored copies on sys.path.
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonicalize_name(d.metadata["Name"]): d.version.split("+")[0] for d in distributions(path=site)}
     drift = {name: (installed[name], pins[name]) for name in pins if name in installed and installed[name] != pins[name]}
     assert not drift, f"installed vs locked ({lock}) {drift}: run bash {script}"
