@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-colbert.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv-colbert/bin/python -m pytest -q tests/test_end_to_end.py tests/test_local_embedder.py tests/test_pipeline.py \
-    tests/test_plugin_host.py tests/colbert "$@"
+    tests/test_plugin_host.py tests/test_lock.py tests/colbert "$@"
