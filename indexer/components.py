@@ -238,6 +238,9 @@ class Embedder(Component):
     default_model: ClassVar[str | None] = None
     #: The padded-token budget per batch when none is given.
     default_batch_tokens: ClassVar[int] = 16384
+    #: Whether it embeds in a worker that has none of this machine's files (no model folder, no torch): it reaches
+    #: its model over the network (a TEI server, Modal GPUs). A ``remote`` executor runs only portable embedders.
+    portable: ClassVar[bool] = False
 
     def __init__(self, model: str, *, batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
         self.model = model
@@ -444,6 +447,10 @@ class Executor(Component):
 
     ``fn`` and the jobs are picklable (``fn`` is a module-level function).
     """
+
+    #: Whether its workers run where none of this machine's files are (containers, another cluster): the pipeline
+    #: then refuses, before any work, an embedder that is not :attr:`Embedder.portable`.
+    remote: ClassVar[bool] = False
 
     def __init__(self, *, workers: int | None = None, **options: Any):
         self.workers = workers

@@ -149,6 +149,22 @@ def apply_late_interaction(config: BuildConfig, host: Host) -> BuildConfig:
     return config.replace(**changes)
 
 
+def check_executor_runs_embedder(config: BuildConfig, host: Host) -> None:
+    """A ``remote`` executor's workers have none of this machine's files: refuse an embedder that needs them
+    (:attr:`Embedder.portable`), naming the ones that would do, before anything is loaded or run."""
+    executor = host.component("executor", config.executor)
+    embedders = host.registry("embedder")
+    if not executor.remote or embedders.get(config.embedder).portable:
+        return
+    portable = [n for n in embedders.names() if embedders.get(n).portable]
+    hint = " or ".join(f"--embedder {n} ({embedders.get(n).description or 'no description'})" for n in portable)
+    raise ConfigError(
+        f"the {config.embedder} embedder cannot run where the {config.executor} executor runs shards (its workers "
+        "hold no torch and no model files from this machine): "
+        + (f"build with {hint}" if portable else "no installed embedder can; build with another --executor")
+    )
+
+
 def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: str | None = None) -> Plan:
     """Build and check every component. Raises :class:`ConfigError` before any work when something is wrong."""
     limit_malloc_arenas()  # before the model and the tokenizer start threads, in any process that plans work
@@ -156,7 +172,7 @@ def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: 
     config = apply_late_interaction(config, host)
     for name in config.sinks:
         host.component("sink", name)  # unknown names fail here, listing the known ones
-    host.component("executor", config.executor)
+    check_executor_runs_embedder(config, host)
     embedder = make_embedder(config, host)
     embedder.check()
     source = chunker = None

@@ -33,7 +33,6 @@ from indexer_modal.settings import ModalSettings
 
 WORK = "work"  # the work directory's folder on the Volume
 INPUTS = "inputs"  # staged input files and their link tables
-REMOTE_EMBEDDERS = ("modal-tei", "tei")  # what the CPU image can plan a shard with (no torch, no local models)
 
 
 class ModalExecutor(Executor):
@@ -43,6 +42,7 @@ class ModalExecutor(Executor):
     """
 
     description = "Modal containers: one shard per CPU container; with --embedder modal-tei, TEI on Modal GPUs"
+    remote = True  # the containers' image holds no torch and none of this machine's files
 
     def check(self) -> None:
         if self.options:
@@ -63,12 +63,6 @@ class ModalExecutor(Executor):
             return
         settings = ModalSettings.from_env()
         config = jobs[0].config
-        if config.embedder not in REMOTE_EMBEDDERS:
-            raise ConfigError(
-                f"the {config.embedder} embedder cannot run in the Modal containers (their image holds no torch and "
-                "no model files from this machine): build with --embedder modal-tei (TEI on Modal GPUs) or "
-                "--embedder tei --model URL (a TEI server the containers can reach)"
-            )
         local = settings.run == "local"
         volume: _Volume = _Folder(settings.volume_root()) if local else _ModalVolume(settings)
         runner: _Runner = _LocalRunner() if local else _ModalRunner(settings, self.workers)
