@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -207,6 +208,8 @@ def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: 
 # -- one shard -----------------------------------------------------------------------------------------------
 
 _PLANS: dict[str, Plan] = {}  # per process: components stay loaded from one shard to the next
+# Guards the per-process caches (_PLANS, _RUN_STATE): an executor may run shard jobs in threads of one process.
+_CACHE_LOCK = threading.RLock()
 
 
 def _plan_key(config: BuildConfig, from_chunkset: str | None) -> str:
@@ -216,9 +219,10 @@ def _plan_key(config: BuildConfig, from_chunkset: str | None) -> str:
 def plan_for_job(job: ShardJob) -> Plan:
     chunkset = job.shard.spec.get("chunkset") if job.from_chunks else None
     key = _plan_key(job.config, chunkset)
-    if key not in _PLANS:
-        _PLANS[key] = plan_build(job.config, from_chunkset=chunkset)
-    return _PLANS[key]
+    with _CACHE_LOCK:
+        if key not in _PLANS:
+            _PLANS[key] = plan_build(job.config, from_chunkset=chunkset)
+        return _PLANS[key]
 
 
 def settle_embedder(plan: Plan, jobs: list[ShardJob]) -> Plan:
@@ -330,13 +334,14 @@ def _known_vectors(plan: Plan, job: ShardJob, chunks: list[Chunk], previous: Sto
     if missing:
         # Built once per process and run, on the first miss, from the files there were then; a chunk embedded
         # later in this run is in no earlier run state, so nothing is lost by not looking again.
-        key = f"{job.run}:{plan.model_key}"
-        if key not in _RUN_STATE:
-            for stale in _RUN_STATE.values():
-                stale.close()
-            _RUN_STATE.clear()
-            _RUN_STATE[key] = plan.work.all_vectors(plan.model_key)
-        everywhere = _RUN_STATE[key]
+        key = f"{job.run}:{plan.work.root}:{plan.model_key}"
+        with _CACHE_LOCK:
+            if key not in _RUN_STATE:
+                for stale in _RUN_STATE.values():
+                    stale.close()
+                _RUN_STATE.clear()
+                _RUN_STATE[key] = plan.work.all_vectors(plan.model_key)
+            everywhere = _RUN_STATE[key]
         found = [h for h in missing if h in everywhere]
         known.update(zip(found, everywhere.get(found)))
     return known
