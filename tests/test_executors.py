@@ -20,6 +20,7 @@ from indexer.config import BuildConfig
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
 from indexer.plugins import Host, make_plugin_manager, set_host
+from indexer.state import LocalFolder
 from indexer_local_executor import ProcessExecutor
 from indexer_modal.estimate import GPUS, PriceTable, estimate, load_prices
 
@@ -87,6 +88,16 @@ class RemoteThreadPoolShardExecutor(ThreadPoolShardExecutor):
     remote = True  # as if its threads ran in containers without this machine's files
 
 
+class ElsewhereThreadPoolShardExecutor(ThreadPoolShardExecutor):
+    """Its workers keep the work directory in a folder of their own (as on a cluster's disk): it says where, and the
+    pipeline sends and fetches the files; the executor still only schedules."""
+
+    folder: Path  # set by the test
+
+    def work_location(self):
+        return LocalFolder(self.folder)
+
+
 class ThreadsPlugin:
     """Registers the executors through the same hook as the built-ins, as an installed plugin would."""
 
@@ -94,6 +105,7 @@ class ThreadsPlugin:
     def register_executors(self, register):
         register("threads", ThreadPoolShardExecutor)
         register("remote-threads", RemoteThreadPoolShardExecutor)
+        register("threads-elsewhere", ElsewhereThreadPoolShardExecutor)
 
 
 @pytest.fixture
@@ -104,14 +116,18 @@ def threads_host():
     set_host(None)
 
 
-def test_a_third_party_executor_builds_the_rows_of_the_local_executor(threads_host, corpus, model_path,
-                                                                       single_process_rows, tmp_path):
-    assert threads_host.component("executor", "threads") is ThreadPoolShardExecutor
+@pytest.mark.parametrize("name", ["threads", "threads-elsewhere"])
+def test_a_third_party_executor_builds_the_rows_of_the_local_executor(name, threads_host, corpus, model_path,
+                                                                       single_process_rows, tmp_path, monkeypatch):
+    assert threads_host.component("executor", name).__module__ == __name__
+    monkeypatch.setattr(ElsewhereThreadPoolShardExecutor, "folder", tmp_path / "elsewhere", raising=False)
     db = tmp_path / "db.lancedb"
-    config = BuildConfig(source=str(corpus), db=str(db), model=model_path, executor="threads", workers=3, **SETTINGS)
+    config = BuildConfig(source=str(corpus), db=str(db), model=model_path, executor=name, workers=3, **SETTINGS)
     summary = pipeline.build(config, threads_host)
     assert summary.shards == SHARDS and summary.documents == SHARDS * PER_SHARD and summary.embedded_chunks > 0
     _assert_same_rows(table_rows(db), single_process_rows)
+    elsewhere = sorted(p.name for p in (tmp_path / "elsewhere" / "vectors").rglob("*.parquet"))
+    assert elsewhere == ([f"part-{s:02d}.jsonl.parquet" for s in range(SHARDS)] if name == "threads-elsewhere" else [])
     again = pipeline.build(config, threads_host)
     assert again.shards_skipped == SHARDS and again.embedded_chunks == 0
 
