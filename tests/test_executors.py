@@ -142,6 +142,15 @@ def test_a_remote_executor_refuses_an_embedder_that_needs_this_machines_files(th
     assert not (tmp_path / "db").exists(), "work started before the configuration was refused"
 
 
+def test_a_shard_job_refuses_a_plan_other_than_the_one_its_run_made(corpus, model_path, tmp_path):
+    config = BuildConfig(source=str(corpus), db=str(tmp_path / "db"), model=model_path, **SETTINGS)
+    shard = pipeline.plan_build(config).source.shards()[0]
+    job = pipeline.ShardJob(config, shard, expected={"chunkset": "x", "model": "y"})
+    with pytest.raises(ConfigError, match=f"shard {shard.key}: this worker planned .* but this run expects x / y"):
+        pipeline.prepare_shard(job)
+    assert not (tmp_path / "db").exists(), "the job wrote files before it stopped"
+
+
 _prepare_shard = pipeline.prepare_shard
 
 
