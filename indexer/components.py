@@ -12,9 +12,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from indexer.types import BadRecord, Chunk, Document, ModelInfo, Shard
+
+if TYPE_CHECKING:  # state imports pyarrow, which `indexer --help` must not load
+    from indexer.state import Location
 
 # --------------------------------------------------------------------------------------------------------------
 # Sources
@@ -238,6 +241,9 @@ class Embedder(Component):
     default_model: ClassVar[str | None] = None
     #: The padded-token budget per batch when none is given.
     default_batch_tokens: ClassVar[int] = 16384
+    #: Whether it embeds in a worker that has none of this machine's files (no model folder, no torch): it reaches
+    #: its model over the network (a TEI server, Modal GPUs). A ``remote`` executor runs only portable embedders.
+    portable: ClassVar[bool] = False
 
     def __init__(self, model: str, *, batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
         self.model = model
@@ -448,11 +454,19 @@ class Sink(Component):
 
 
 class Executor(Component):
-    """Schedules shard jobs. It knows nothing about what a job does: it calls ``fn(job)`` for each job somewhere
-    (this process, a pool, a container) and yields the results as they finish, in any order.
+    """Schedules shard jobs, and nothing else. It knows nothing about what a job does: it calls ``fn(job)`` for
+    each job somewhere (this process, a pool, threads, a container) and yields the results as they finish, in any
+    order; when a job fails, it yields what finished and then raises (:func:`shard_failure` words the error).
 
-    ``fn`` and the jobs are picklable (``fn`` is a module-level function).
+    ``fn`` and the jobs are picklable (``fn`` is a module-level function). Whatever a job needs travels in it: the
+    pipeline writes the config its workers plan with, and, where they keep the work directory elsewhere
+    (:meth:`work_location`), sends the files a job reads and fetches what it wrote. An executor names no
+    embedder: it declares :attr:`remote`, and the pipeline pairs that with :attr:`Embedder.portable`.
     """
+
+    #: Whether its workers run where none of this machine's files are (containers, another cluster): the pipeline
+    #: then refuses, before any work, an embedder that is not :attr:`Embedder.portable`.
+    remote: ClassVar[bool] = False
 
     def __init__(self, *, workers: int | None = None, **options: Any):
         self.workers = workers
@@ -468,6 +482,12 @@ class Executor(Component):
     @abstractmethod
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> Iterator[Any]:
         """Run ``fn`` on every job; yield results as they complete."""
+
+    def work_location(self) -> Location | None:
+        """Where the workers keep the work directory when they cannot see this machine's (an
+        :class:`indexer.state.Location`, e.g. a Modal Volume); called once per run, before :meth:`map`. None (the
+        default): they share this machine's files, and jobs run against the run's own work directory."""
+        return None
 
     def close(self) -> None:
         """Release what the executor holds (worker processes, connections); the pipeline calls it after a run."""

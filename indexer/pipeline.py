@@ -2,12 +2,20 @@
 
 Work is split in two so that any executor can run it:
 
-* :func:`prepare_shard` (runs wherever the executor puts it) reads one shard, chunks it, embeds what is not
-  embedded yet anywhere in the run state, committing new vectors in checkpoints as it goes, and writes the
+* :func:`prepare_shard` (runs wherever the executor puts it) is the whole shard job, one function of a
+  :class:`ShardJob` (the plan's picklable settings and one shard): it reads the shard, chunks it, embeds what is
+  not embedded yet anywhere in the run state, committing new vectors in checkpoints as it goes, and writes the
   shard's chunk and vector files into the work directory, atomically;
 * :func:`build` (runs in the calling process) plans the run, hands shard jobs to the executor, and for each
   finished shard, in plan order, replaces the shard's rows in every sink and then writes the shard's completion
   record.
+
+An executor only schedules (:class:`indexer.components.Executor`). When its workers cannot see this machine's
+files, it says where they keep the work directory (a :class:`indexer.state.Location`), and :func:`run_jobs` —
+not the executor — writes the config they plan with, sends the files a job reads and fetches what it wrote:
+the work directory is a location the pipeline reads and writes, so a new executor (Ray, Slurm) writes none of
+that again. Copying whole files between two work directories was kept over running the whole run against the
+location: this machine's work directory stays the one place that completion records, resume and the sinks read.
 
 A kill at any moment leaves whole files only; the next run redoes the shards without a completion record, takes
 the vectors of the checkpoints back (so a kill loses at most one checkpoint of one shard), and the sinks'
@@ -18,23 +26,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.components import Chunker, Embedder, FieldMapping, Sink, Source
+from indexer.components import Chunker, Embedder, Executor, FieldMapping, Sink, Source
 from indexer.config import DEFAULT_MODEL, BuildConfig
 from indexer.errors import ConfigError, IndexerError
 from indexer.memory import limit_malloc_arenas, return_freed_memory
 from indexer.plugins import Host, get_host
 from indexer.progress import progress_bar
-from indexer.state import StoredVectors, WorkDir, atomic_path, atomic_write_text, new_run_id, short_hash, vector_schema
+from indexer.state import (Location, StoredVectors, WorkDir, atomic_path, atomic_write_text, new_run_id, short_hash,
+                           vector_schema)
 from indexer.summary import RunSummary, ShardResult
 from indexer.rows import CHUNK_SCHEMA, batch_to_chunks, chunks_to_batch, multivector_array, stream_parquet
 from indexer.types import BadRecord, Chunk, Document, ModelInfo, Shard
@@ -85,6 +96,10 @@ class ShardJob:
     shard: Shard
     from_chunks: bool = False  # re-embed stored chunks instead of reading the source
     run: str = ""  # the run it belongs to: names its checkpoints, scopes the per-process run-state lookup
+    # The chunk set and vector set keys the planning process computed ({"chunkset", "model"}), for a worker that
+    # plans the job again elsewhere: one that gets other keys (another version of the input or of the tokenizer)
+    # would write files the run never reads, so it stops instead.
+    expected: dict[str, str] | None = None
 
 
 # -- planning ------------------------------------------------------------------------------------------------
@@ -149,6 +164,22 @@ def apply_late_interaction(config: BuildConfig, host: Host) -> BuildConfig:
     return config.replace(**changes)
 
 
+def check_executor_runs_embedder(config: BuildConfig, host: Host) -> None:
+    """A ``remote`` executor's workers have none of this machine's files: refuse an embedder that needs them
+    (:attr:`Embedder.portable`), naming the ones that would do, before anything is loaded or run."""
+    executor = host.component("executor", config.executor)
+    embedders = host.registry("embedder")
+    if not executor.remote or embedders.get(config.embedder).portable:
+        return
+    portable = [n for n in embedders.names() if embedders.get(n).portable]
+    hint = " or ".join(f"--embedder {n} ({embedders.get(n).description or 'no description'})" for n in portable)
+    raise ConfigError(
+        f"the {config.embedder} embedder cannot run where the {config.executor} executor runs shards (its workers "
+        "hold no torch and no model files from this machine): "
+        + (f"build with {hint}" if portable else "no installed embedder can; build with another --executor")
+    )
+
+
 def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: str | None = None) -> Plan:
     """Build and check every component. Raises :class:`ConfigError` before any work when something is wrong."""
     limit_malloc_arenas()  # before the model and the tokenizer start threads, in any process that plans work
@@ -156,7 +187,7 @@ def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: 
     config = apply_late_interaction(config, host)
     for name in config.sinks:
         host.component("sink", name)  # unknown names fail here, listing the known ones
-    host.component("executor", config.executor)
+    check_executor_runs_embedder(config, host)
     embedder = make_embedder(config, host)
     embedder.check()
     source = chunker = None
@@ -191,6 +222,8 @@ def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: 
 # -- one shard -----------------------------------------------------------------------------------------------
 
 _PLANS: dict[str, Plan] = {}  # per process: components stay loaded from one shard to the next
+# Guards the per-process caches (_PLANS, _RUN_STATE): an executor may run shard jobs in threads of one process.
+_CACHE_LOCK = threading.RLock()
 
 
 def _plan_key(config: BuildConfig, from_chunkset: str | None) -> str:
@@ -200,9 +233,10 @@ def _plan_key(config: BuildConfig, from_chunkset: str | None) -> str:
 def plan_for_job(job: ShardJob) -> Plan:
     chunkset = job.shard.spec.get("chunkset") if job.from_chunks else None
     key = _plan_key(job.config, chunkset)
-    if key not in _PLANS:
-        _PLANS[key] = plan_build(job.config, from_chunkset=chunkset)
-    return _PLANS[key]
+    with _CACHE_LOCK:
+        if key not in _PLANS:
+            _PLANS[key] = plan_build(job.config, from_chunkset=chunkset)
+        return _PLANS[key]
 
 
 def settle_embedder(plan: Plan, jobs: list[ShardJob]) -> Plan:
@@ -250,6 +284,13 @@ def prepare_shard(job: ShardJob) -> ShardResult:
 
 def _prepare_shard(job: ShardJob) -> ShardResult:
     plan = plan_for_job(job)
+    got = {"chunkset": plan.chunkset, "model": plan.model_key}
+    if job.expected is not None and got != job.expected:
+        raise ConfigError(
+            f"shard {job.shard.key}: this worker planned chunk set {got['chunkset']} / vector set {got['model']}, "
+            f"but this run expects {job.expected['chunkset']} / {job.expected['model']}: the worker reads another "
+            "version of the input or of the model's tokenizer"
+        )
     shard, work, embedder = job.shard, plan.work, plan.embedder
     result = ShardResult(shard=shard.key, precision=plan.model.precision)
     chunk_path = work.chunk_file(plan.chunkset, shard.key)
@@ -314,13 +355,14 @@ def _known_vectors(plan: Plan, job: ShardJob, chunks: list[Chunk], previous: Sto
     if missing:
         # Built once per process and run, on the first miss, from the files there were then; a chunk embedded
         # later in this run is in no earlier run state, so nothing is lost by not looking again.
-        key = f"{job.run}:{plan.model_key}"
-        if key not in _RUN_STATE:
-            for stale in _RUN_STATE.values():
-                stale.close()
-            _RUN_STATE.clear()
-            _RUN_STATE[key] = plan.work.all_vectors(plan.model_key)
-        everywhere = _RUN_STATE[key]
+        key = f"{job.run}:{plan.work.root}:{plan.model_key}"
+        with _CACHE_LOCK:
+            if key not in _RUN_STATE:
+                for stale in _RUN_STATE.values():
+                    stale.close()
+                _RUN_STATE.clear()
+                _RUN_STATE[key] = plan.work.all_vectors(plan.model_key)
+            everywhere = _RUN_STATE[key]
         found = [h for h in missing if h in everywhere]
         known.update(zip(found, everywhere.get(found)))
     return known
@@ -497,7 +539,7 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
                 sink.open(plan.model, meta)
             writer = InOrderWriter(plan, sinks, jobs, done, summary)
             with executor, _run_progress(todo, f"{kind} {plan.table}", config.progress) as bar:
-                results = executor.map(prepare_shard, todo)
+                results = run_jobs(executor, plan, todo)
                 while True:
                     try:
                         result = next(results, None)
@@ -529,6 +571,74 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
         summary.finish()
         host.hook.run_finished(summary=summary)
     return summary
+
+
+def run_jobs(executor: Executor, plan: Plan, jobs: list[ShardJob]) -> Iterator[ShardResult]:
+    """:func:`prepare_shard` of every job, through ``executor``, with results as they finish.
+
+    When the executor's workers keep the work directory elsewhere (:meth:`Executor.work_location`), this is where
+    the jobs are made for them: planned with :func:`worker_config` and the keys they must reproduce, the files each
+    reads there sent first (:func:`stage_work`), and the files it wrote fetched into this work directory before its
+    result is yielded (:func:`fetch_results`), so that the sinks and completion records are written from here.
+    """
+    location = executor.work_location() if jobs else None
+    if location is None:
+        yield from executor.map(prepare_shard, jobs)
+        return
+    config = worker_config(plan.config, location)
+    there = location.listing()
+    sent = []
+    for job in jobs:
+        stage_work(location, there, plan, job)
+        sent.append(dataclasses.replace(job, config=config,
+                                        expected={"chunkset": plan.chunkset, "model": plan.model_key}))
+    mine = {job.shard.key: job for job in jobs}
+    for result in executor.map(prepare_shard, sent):
+        fetch_results(location, plan, mine[result.shard])
+        yield result
+
+
+def worker_config(config: BuildConfig, location: Location) -> BuildConfig:
+    """The config that workers elsewhere plan a job with: the work directory as they see it, no sinks (this process
+    writes them), no executor of their own, no progress bars, and a local source by its absolute path (their
+    executor makes the input appear there, or they share this machine's file system)."""
+    import glob
+    import os
+
+    source = config.source
+    if source and glob.glob(os.path.expanduser(source)):
+        source = os.path.abspath(os.path.expanduser(source))
+    return config.replace(work_dir=location.path, sinks=[], executor="local", workers=None, progress=False,
+                          source=source)
+
+
+def _there(plan: Plan, path: Path) -> str:
+    return path.relative_to(plan.work.root).as_posix()
+
+
+def stage_work(location: Location, there: set[str], plan: Plan, job: ShardJob) -> None:
+    """Send what a shard job reads from the work directory and ``location`` lacks (``there`` lists what it holds,
+    and is updated): the stored chunks of a re-embed, and the shard's previous vectors (reused for unchanged
+    chunks)."""
+    work, key = plan.work, job.shard.key
+    wanted = [work.vector_file(plan.model_key, plan.chunkset, key)]
+    if job.from_chunks:
+        wanted += [work.chunk_file(plan.chunkset, key), work.chunk_record_file(plan.chunkset, key),
+                   work.chunkset_info_file(plan.chunkset)]
+    todo = [(p, _there(plan, p)) for p in wanted if p.exists() and _there(plan, p) not in there]
+    location.upload(todo)
+    there.update(rel for _, rel in todo)
+
+
+def fetch_results(location: Location, plan: Plan, job: ShardJob) -> None:
+    """Copy a finished shard's files from ``location`` into this work directory (each whole or not at all)."""
+    work, key = plan.work, job.shard.key
+    files = [work.vector_file(plan.model_key, plan.chunkset, key)]
+    if not job.from_chunks:
+        files += [work.chunk_file(plan.chunkset, key), work.chunk_record_file(plan.chunkset, key)]
+    for path in files:
+        with atomic_path(path) as tmp:
+            location.download(_there(plan, path), tmp)
 
 
 def _run_progress(todo: list[ShardJob], desc: str, enabled: bool) -> Any:

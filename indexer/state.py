@@ -15,6 +15,10 @@ Layout (every file is written to a temporary name and renamed into place, so a f
 
 A *chunk set* is one source read with one set of chunking settings; its key is a hash of both. A re-embed with
 a new model reads the chunk set again and writes a new vector set, so the source is never read twice.
+
+When an executor's workers cannot see this machine's files, they keep the same layout in a :class:`Location`
+(a Modal Volume; :class:`LocalFolder` for a folder), and the pipeline copies a shard's files between it and this
+work directory, which stays the one that completion records and sinks are written from.
 """
 
 from __future__ import annotations
@@ -325,6 +329,61 @@ class WorkDir:
         aliases = self.aliases()
         aliases[alias] = table
         atomic_write_text(self.root / "aliases.json", json.dumps(aliases, indent=1, sort_keys=True))
+
+
+# -- where remote workers keep the work directory ------------------------------------------------------------
+
+
+class Location:
+    """A work directory kept where an executor's workers run and this process does not (a Modal Volume), as this
+    process reaches it: whole files, listed, sent and fetched by their path relative to it.
+
+    The pipeline plans remote jobs against :attr:`path`, sends each job the files it reads there and fetches the
+    files it wrote (:func:`indexer.pipeline.run_jobs`); an executor only provides the location
+    (:meth:`indexer.components.Executor.work_location`). Three whole-file operations are all the pipeline needs, so
+    this is a seam of its own rather than fsspec (installed, as a dependency of ``datasets``): a Modal Volume has no
+    fsspec filesystem, and an fsspec-backed location is a subclass of a few lines.
+    """
+
+    #: The work directory as the workers see it: their ``BuildConfig.work_dir``.
+    path: str = ""
+
+    def listing(self, folder: str = "") -> set[str]:
+        """Paths (relative to the location) of every file under ``folder``; empty when there is none."""
+        raise NotImplementedError
+
+    def upload(self, files: list[tuple[Path, str]]) -> None:
+        """Send each local file to its relative path there, replacing what is there."""
+        raise NotImplementedError
+
+    def download(self, rel: str, dest: Path) -> None:
+        """Write the file at ``rel`` there into the local file ``dest``."""
+        raise NotImplementedError
+
+
+class LocalFolder(Location):
+    """A folder of this machine (a mounted network file system, or a stand-in for a Volume in tests and local
+    runs); the workers see it at ``path`` (default: the folder itself)."""
+
+    def __init__(self, root: str | Path, path: str | None = None):
+        self.root = Path(root)
+        self.path = path or str(self.root)
+
+    def listing(self, folder: str = "") -> set[str]:
+        base = self.root / folder
+        return {p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file()} if base.is_dir() else set()
+
+    def upload(self, files: list[tuple[Path, str]]) -> None:
+        import shutil
+
+        for src, rel in files:
+            with atomic_path(self.root / rel) as tmp:
+                shutil.copyfile(src, tmp)
+
+    def download(self, rel: str, dest: Path) -> None:
+        import shutil
+
+        shutil.copyfile(self.root / rel, dest)
 
 
 def new_run_id() -> str:

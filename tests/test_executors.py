@@ -1,5 +1,6 @@
 """The ``processes`` executor (same rows as one process; a failing worker fails the run clearly and leaves finished
-shards done) and the arithmetic of ``indexer estimate``."""
+shards done), a third-party executor registered by a plugin (same rows as ``local``; a ``remote`` one refuses an
+embedder that is not portable), and the arithmetic of ``indexer estimate``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from conftest import DEMO_CORPUS, split_demo, table_rows
 
 import indexer
 from indexer import pipeline
+from indexer.components import Executor, shard_failure
+from indexer.config import BuildConfig
 from indexer.errors import ConfigError
+from indexer.hookspecs import hookimpl
+from indexer.plugins import Host, make_plugin_manager, set_host
+from indexer.state import LocalFolder
 from indexer_local_executor import ProcessExecutor
 from indexer_modal.estimate import GPUS, PriceTable, estimate, load_prices
 
@@ -47,6 +53,102 @@ def test_processes_executor_builds_the_same_rows_as_one_process(corpus, model_pa
                             workers=2, **SETTINGS)
     assert summary.shards == SHARDS and summary.documents == SHARDS * PER_SHARD
     _assert_same_rows(table_rows(tmp_path / "db.lancedb"), single_process_rows)
+
+
+# -- a third-party executor -----------------------------------------------------------------------------------
+
+
+class ThreadPoolShardExecutor(Executor):
+    """What a third-party executor needs: schedule ``fn(job)`` on threads of this process, yield results as they
+    finish, and on a failure yield what finished before raising. Nothing about what a job does."""
+
+    description = "threads of this process (a test plugin)"
+
+    def map(self, fn, jobs):
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        jobs = list(jobs)
+        failed, finished = None, 0
+        with ThreadPoolExecutor(max_workers=self.workers or 2) as pool:
+            running = {pool.submit(fn, job): job for job in jobs}
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = running.pop(future)
+                    if future.exception() is None:
+                        finished += 1
+                        yield future.result()
+                    elif failed is None:
+                        failed = (job, future.exception())
+        if failed:
+            raise shard_failure(*failed, finished, len(jobs), "a thread")
+
+
+class RemoteThreadPoolShardExecutor(ThreadPoolShardExecutor):
+    remote = True  # as if its threads ran in containers without this machine's files
+
+
+class ElsewhereThreadPoolShardExecutor(ThreadPoolShardExecutor):
+    """Its workers keep the work directory in a folder of their own (as on a cluster's disk): it says where, and the
+    pipeline sends and fetches the files; the executor still only schedules."""
+
+    folder: Path  # set by the test
+
+    def work_location(self):
+        return LocalFolder(self.folder)
+
+
+class ThreadsPlugin:
+    """Registers the executors through the same hook as the built-ins, as an installed plugin would."""
+
+    @hookimpl
+    def register_executors(self, register):
+        register("threads", ThreadPoolShardExecutor)
+        register("remote-threads", RemoteThreadPoolShardExecutor)
+        register("threads-elsewhere", ElsewhereThreadPoolShardExecutor)
+
+
+@pytest.fixture
+def threads_host():
+    host = Host(make_plugin_manager(extra_plugins=[ThreadsPlugin()]))
+    set_host(host)  # shard jobs plan through the process-wide host
+    yield host
+    set_host(None)
+
+
+@pytest.mark.parametrize("name", ["threads", "threads-elsewhere"])
+def test_a_third_party_executor_builds_the_rows_of_the_local_executor(name, threads_host, corpus, model_path,
+                                                                       single_process_rows, tmp_path, monkeypatch):
+    assert threads_host.component("executor", name).__module__ == __name__
+    monkeypatch.setattr(ElsewhereThreadPoolShardExecutor, "folder", tmp_path / "elsewhere", raising=False)
+    db = tmp_path / "db.lancedb"
+    config = BuildConfig(source=str(corpus), db=str(db), model=model_path, executor=name, workers=3, **SETTINGS)
+    summary = pipeline.build(config, threads_host)
+    assert summary.shards == SHARDS and summary.documents == SHARDS * PER_SHARD and summary.embedded_chunks > 0
+    _assert_same_rows(table_rows(db), single_process_rows)
+    elsewhere = sorted(p.name for p in (tmp_path / "elsewhere" / "vectors").rglob("*.parquet"))
+    assert elsewhere == ([f"part-{s:02d}.jsonl.parquet" for s in range(SHARDS)] if name == "threads-elsewhere" else [])
+    again = pipeline.build(config, threads_host)
+    assert again.shards_skipped == SHARDS and again.embedded_chunks == 0
+
+
+def test_a_remote_executor_refuses_an_embedder_that_needs_this_machines_files(threads_host, corpus, model_path,
+                                                                               tmp_path):
+    config = BuildConfig(source=str(corpus), db=str(tmp_path / "db"), model=model_path, executor="remote-threads",
+                         **SETTINGS)
+    with pytest.raises(ConfigError, match=r"the local embedder cannot run where the remote-threads executor") as e:
+        pipeline.build(config, threads_host)
+    assert "--embedder tei" in str(e.value)  # the portable embedders installed are named
+    assert not (tmp_path / "db").exists(), "work started before the configuration was refused"
+
+
+def test_a_shard_job_refuses_a_plan_other_than_the_one_its_run_made(corpus, model_path, tmp_path):
+    config = BuildConfig(source=str(corpus), db=str(tmp_path / "db"), model=model_path, **SETTINGS)
+    shard = pipeline.plan_build(config).source.shards()[0]
+    job = pipeline.ShardJob(config, shard, expected={"chunkset": "x", "model": "y"})
+    with pytest.raises(ConfigError, match=f"shard {shard.key}: this worker planned .* but this run expects x / y"):
+        pipeline.prepare_shard(job)
+    assert not (tmp_path / "db").exists(), "the job wrote files before it stopped"
 
 
 _prepare_shard = pipeline.prepare_shard

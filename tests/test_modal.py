@@ -26,6 +26,7 @@ import indexer  # noqa: E402
 from indexer import pipeline  # noqa: E402
 from indexer.config import BuildConfig  # noqa: E402
 from indexer.errors import ConfigError  # noqa: E402
+from indexer.state import LocalFolder  # noqa: E402
 from indexer.types import Chunk  # noqa: E402
 from indexer_modal import embedder as modal_embedder  # noqa: E402
 from indexer_modal import executor as modal_executor  # noqa: E402
@@ -284,7 +285,7 @@ def test_staged_inputs_are_linked_back_at_their_original_paths(tmp_path):
     (corpus / ".hidden").write_text("x")
     files = modal_executor.local_input_files(str(corpus))
     assert [f.relative_to(corpus).as_posix() for f in files] == ["a.jsonl", "sub/b.jsonl"]
-    volume = modal_executor._Folder(tmp_path / "volume")
+    volume = LocalFolder(tmp_path / "volume")
     links_rel = modal_executor.stage_inputs(volume, files)
     before = volume.listing("inputs")
     uploads = []
@@ -384,9 +385,9 @@ def test_shards_are_written_as_they_finish_in_any_order(local_modal, corpus, tmp
     in_order = indexer.build(str(corpus), db=str(tmp_path / "in-order.lancedb"), executor="modal", **BUILD)
     monkeypatch.setattr(modal_executor._LocalRunner, "run_shards", finishing_in_reverse())
     written = []
-    monkeypatch.setattr(modal_executor, "fetch_results",
-                        lambda volume, plan, job, fetch=modal_executor.fetch_results: (written.append(job.shard.key),
-                                                                                       fetch(volume, plan, job)))
+    monkeypatch.setattr(pipeline, "fetch_results",
+                        lambda volume, plan, job, fetch=pipeline.fetch_results: (written.append(job.shard.key),
+                                                                                 fetch(volume, plan, job)))
     reverse = indexer.build(str(corpus), db=str(tmp_path / "reverse.lancedb"), executor="modal", **BUILD)
     assert written == sorted(written, reverse=True) and len(written) == 4
     assert reverse.chunks == in_order.chunks and reverse.shards == 4

@@ -34,6 +34,7 @@ class ModalTEIEmbedder(Embedder):
     """
 
     description = "TEI on Modal GPUs: batches .map-ed over the indexer_modal app's TEIServer containers"
+    portable = True  # the model is in the GPU containers, reached through Modal
 
     def __init__(self, model: str = DEFAULT_MODEL, *, revision: str = "", device: str = "auto",
                  precision: str = "auto", batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):

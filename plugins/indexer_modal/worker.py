@@ -2,7 +2,8 @@
 thin and each body also runs in this process through Modal's ``.local()``.
 
 * :func:`run_shard` — the chunking container: runs the pipeline's shard job against the work directory on the
-  Volume (inputs the executor staged there are linked in at their original paths first).
+  Volume (inputs the executor staged there are linked in at their original paths first; the files of the work
+  directory the job reads were sent there by the pipeline).
 * :class:`TEIRouter` — the GPU container: starts ``text-embeddings-router``, waits until it is healthy, and embeds
   batches through the ``tei`` embedder's client.
 """
@@ -41,28 +42,20 @@ def link_inputs(links: dict[str, str], volume_root: Path, root: Path = Path("/")
     return made
 
 
-def run_shard(fn: Callable[[Any], Any], job: Any, links_file: str | None, expected: dict[str, str],
+def run_shard(fn: Callable[[Any], Any], job: Any, links_file: str | None, expected: dict[str, str] | None,
               volume_root: Path, reload: Callable[[], None], commit: Callable[[], None]) -> Any:
     """Run one shard job in a chunking container and commit what it wrote to the Volume.
 
-    ``expected`` holds the chunk set and vector set keys the planning machine computed: a container that plans
-    differently (another version of the input, another tokenizer) would write files the run never reads, so it
-    stops instead.
+    ``expected``, when given, replaces the chunk set and vector set keys the job carries (``job.expected``): the
+    shard job itself stops when the container plans otherwise (another version of the input or of the
+    tokenizer), as it would write files the run never reads.
     """
-    from indexer.pipeline import plan_for_job
-
     try:
-        reload()  # see what the executor staged since this container started
+        reload()  # see what the pipeline staged since this container started
         if links_file:
             link_inputs(json.loads((volume_root / links_file).read_text()), volume_root)
-        plan = plan_for_job(job)
-        got = {"chunkset": plan.chunkset, "model": plan.model_key}
-        if got != expected:
-            raise ConfigError(
-                f"shard {job.shard.key}: the container planned chunk set {got['chunkset']} / vector set "
-                f"{got['model']}, but this run expects {expected['chunkset']} / {expected['model']}: the container "
-                "reads another version of the input or of the model's tokenizer"
-            )
+        if expected is not None:
+            job = dataclasses.replace(job, expected=expected)
         result = fn(job)
         commit()
         return result

@@ -54,6 +54,7 @@ class TEIEmbedder(Embedder):
     """
 
     description = "Text Embeddings Inference server over HTTP (self-hosted, HF Inference Endpoint, TEI on Modal)"
+    portable = True  # a worker anywhere reaches the server by its URL
 
     def __init__(
         self,
