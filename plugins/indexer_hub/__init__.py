@@ -35,13 +35,13 @@ def register_commands(cli):
 @click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
 @click.option("--repo-id", required=True, help="Dataset repository user/name (created when missing).")
 @click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its visibility).")
-@click.option("--revision", default="main", show_default=True, help="Branch to commit to (created when missing).")
+@click.option("--revision", help="Branch to commit to (created when missing; default: main).")
 @click.option("--license", help="License id for the card, e.g. cc-by-sa-4.0 (the demo corpus's).")
 @click.option("--dry-run", is_flag=True, help="Write the folder and print the commit plan; no network.")
 @click.option("--out", type=click.Path(file_okay=False), help="Dataset folder (default: <db>/_indexer/hub/<table>/dataset).")
-@click.option("--max-shard-mb", type=float, default=500, show_default=True, help="Most data per parquet file (MB in memory).")
-@click.option("--commit-files", type=int, default=50, show_default=True, help="Most files per commit.")
-@click.option("--commit-mb", type=float, default=10_000, show_default=True, help="Most MB per commit.")
+@click.option("--max-shard-mb", type=float, help="Most data per parquet file (MB in memory; default 500).")
+@click.option("--commit-files", type=int, help="Most files per commit (default 50).")
+@click.option("--commit-mb", type=float, help="Most MB per commit (default 10,737).")
 @click.option("--source-name", help="NAME[@REVISION] of the source dataset for the card (default: from the build).")
 @click.option("--pretty-name", help="Title of the dataset card.")
 def publish(db, table, **settings) -> None:
@@ -49,7 +49,7 @@ def publish(db, table, **settings) -> None:
     (reruns skip files already uploaded). Token: HF_TOKEN or `hf auth login`."""
     from .publish import PublishSettings, publish_table
 
-    publish_table(db, table, PublishSettings(**settings))
+    publish_table(db, table, PublishSettings.from_options(settings))
 
 
 @click.command("import")

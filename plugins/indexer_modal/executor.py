@@ -16,6 +16,7 @@ cache on the Volume; one container lists it first, and the run stops if it sees 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 
 from indexer.components import Executor
 from indexer.errors import ConfigError
+from indexer.options import NoOptions
 
 from indexer_modal import worker
 from indexer_modal.remote import call_local, modal_errors
@@ -36,6 +38,11 @@ INPUTS = "inputs"  # staged input files and their link tables
 REMOTE_EMBEDDERS = ("modal-tei", "tei")  # what the CPU image can plan a shard with (no torch, no local models)
 
 
+@dataclass(frozen=True)
+class ModalExecutorOptions(NoOptions):
+    hint = "it is configured by INDEXER_MODAL_* variables (indexer plugins --options lists them), see docs/modal.md"
+
+
 class ModalExecutor(Executor):
     """Runs shard jobs in the deployed Modal app's ``run_shard`` containers (``modal deploy -m indexer_modal.app``).
 
@@ -43,11 +50,11 @@ class ModalExecutor(Executor):
     """
 
     description = "Modal containers: one shard per CPU container; with --embedder modal-tei, TEI on Modal GPUs"
+    name = "modal"
+    Options = ModalExecutorOptions
+    environment = ModalSettings
 
     def check(self) -> None:
-        if self.options:
-            raise ConfigError(f"the modal executor takes no --option settings (got {', '.join(sorted(self.options))}); "
-                              "it is configured by INDEXER_MODAL_* variables, see docs/modal.md")
         super().check()
         try:  # the app module imports modal, also when its bodies run here (INDEXER_MODAL_RUN=local)
             import modal  # noqa: F401
