@@ -137,6 +137,14 @@ def test_a_bad_option_fails_the_build_before_the_source_is_read(unread_corpus, t
     assert not (tmp_path / "db").exists()
 
 
+def test_a_bad_option_in_the_toml_file_fails_the_same_way(unread_corpus, tmp_path):
+    config = tmp_path / "indexer.toml"
+    config.write_text('[options.source]\nshard_size = 64\nrows = 5\n')
+    with pytest.raises(ConfigError, match=r"unknown jsonl source option\(s\) rows; known: shard_size"):
+        indexer.build(str(unread_corpus), config=str(config), db=str(tmp_path / "db"), progress=False)
+    assert not (tmp_path / "db").exists()
+
+
 def test_a_bad_option_fails_the_cli_build_with_exit_2(unread_corpus, tmp_path, capsys):
     from indexer.cli import main
 

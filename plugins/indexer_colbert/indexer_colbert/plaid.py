@@ -63,6 +63,12 @@ class PLAIDOptions(Options):
                                f"quarter exactly (auto: {SEARCH_NDOCS}); recorded with the index, used by every "
                                "search", ge=1)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from indexer_colbert.estimate import parse_nbits
+
+        parse_nbits(self.nbits)  # one of the bit widths PLAID has: fails when the options are parsed
+
 
 class PLAIDSink(Sink):
     """A RAGatouille PLAID index per table, searchable with ``indexer search --sink colbert``; its options are
