@@ -205,3 +205,17 @@ def test_modal_settings_come_from_the_environment_through_the_declaration():
         ModalSettings.from_env({"INDEXER_MODAL_GPU_IDLE_SECONDS": "4000"})
     with pytest.raises(ConfigError, match="INDEXER_MODAL_RUN must be one of modal, local"):
         ModalSettings.from_env({"INDEXER_MODAL_RUN": "cloud"})
+
+
+def test_every_declared_option_is_described_once():
+    """Each built-in component's options carry a description, and its docstring does not describe them again."""
+    from indexer.plugins import get_host
+
+    host = get_host()
+    for kind, registry in host.registries.items():
+        for name in registry.names():
+            cls = registry.get(name)
+            for row in cls.Options.describe() + (cls.environment.describe() if cls.environment else []):
+                assert row["description"], f"{kind} {name}: option {row['name']} has no description"
+                assert f":param {row['name']}:" not in (cls.__doc__ or ""), \
+                    f"{kind} {name}: option {row['name']} is described in the docstring too; keep the declaration's"
