@@ -27,7 +27,9 @@ def build(source: str | None = None, *, config: str | Path | None = None, **sett
 
 
 def reembed(from_table: str, model: str, *, config: str | Path | None = None, **settings: Any) -> RunSummary:
-    """Embed the chunks stored for ``from_table`` with ``model`` into a new model-versioned table."""
+    """Embed the chunks stored for ``from_table`` with ``model`` into a new model-versioned table. To also score
+    both tables on held-out judgements and move the alias ``current`` (what ``indexer reembed`` does), use
+    :func:`indexer.versions.reembed`; aliases and pruning are there too."""
     from indexer import pipeline
 
     return pipeline.reembed(BuildConfig.load(config, model=model, **settings), from_table)

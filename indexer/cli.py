@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
+from indexer import versions
 from indexer.errors import IndexerError
 
 
-def _option_pairs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def option_pairs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``--option embedder.precision=exact`` → ``{"embedder": {"precision": "exact"}}`` (values parsed as JSON when they can be)."""
     out: dict[str, dict[str, Any]] = {}
     for item in values:
@@ -27,12 +28,24 @@ def _option_pairs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
+#: Options shared by every command that works on a database and its run state (plugins' commands use them too).
+db_option = click.option("--db", envvar="INDEXER_DB", default="index.lancedb", show_default=True,
+                         help="LanceDB folder or URI.")
+work_dir_option = click.option("--work-dir", envvar="INDEXER_WORK_DIR", help="Run state folder (default: <db>/_indexer).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="indexer")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also show debug messages.")
+@click.option("-q", "--quiet", is_flag=True, help="Show only warnings and errors (the results and the run summary stay).")
+def cli(verbose: bool, quiet: bool) -> None:
     """Turn a text corpus into a search index and an embedded dataset; search it; measure it."""
+    from indexer.log import configure
     from indexer.memory import limit_malloc_arenas
 
+    if verbose and quiet:
+        raise click.UsageError("pass -v (more messages) or -q (fewer), not both")
+    configure("verbose" if verbose else "quiet" if quiet else "normal")
     limit_malloc_arenas()  # before any command starts threads: builds, index builds, searches
 
 
@@ -75,7 +88,7 @@ def build(source, config_file, options, no_progress, summary_json, **settings) -
     for key in ("metadata_fields", "sinks"):
         settings[key] = list(settings[key]) or None
     if options:
-        settings["options"] = _option_pairs(options)
+        settings["options"] = option_pairs(options)
     if no_progress:
         settings["progress"] = False
     summary = api.build(source, config=config_file, **settings)
@@ -272,6 +285,106 @@ def _cell(row: dict[str, Any], key: str) -> str:
     if key == "default":
         return "-" if value is None else json.dumps(value) if isinstance(value, (bool, list)) else str(value)
     return str(value)
+
+
+# -- model versions: re-embed into a new table, aliases, pruning (indexer.versions) ----------------------------
+
+
+@cli.command()
+@click.option("--model", required=True, envvar="INDEXER_MODEL", help="The new model (id or path), e.g. a fine-tuned one.")
+@click.option("--from-table", help="Table or alias whose stored chunks to re-embed (default: the alias current, else "
+              "the only table).")
+@click.option("--table", help="New table name (default: <model>-<fingerprint>).")
+@db_option
+@work_dir_option
+@click.option("--embedder", help="Embedder plugin (default: local).")
+@click.option("--device", help="auto, cpu, cuda, mps.")
+@click.option("--precision", help="auto, exact, fast, fp32, bf16, fp16.")
+@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch.")
+@click.option("--executor", help="Executor plugin (default: local).")
+@click.option("--workers", type=int)
+@click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE.")
+@click.option("--promote-if-better", is_flag=True, help="Point the alias 'current' at the new table only if the held-out metric rose.")
+@click.option("--metric", default="recall@10", show_default=True, type=click.Choice(versions.METRICS))
+@click.option("--min-gain", type=float, default=0.0, show_default=True, help="Promote only when the metric rises by more than this.")
+@click.option("--qrels", type=click.Path(dir_okay=False), help="Held-out qrels (default: what a plugin keeps for --model, e.g. the fine-tune record beside it).")
+@click.option("--queries", type=click.Path(dir_okay=False), help="Queries of --qrels.")
+@click.option("--no-progress", is_flag=True)
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the run summary and evaluation as JSON here.")
+def reembed(model, from_table, table, db, work_dir, options, promote_if_better, metric, min_gain, qrels, queries,
+            no_progress, summary_json, **settings) -> None:
+    """Re-embed the stored chunks of a table with a new model into a new model-versioned table (no source is read,
+    nothing is chunked again), and compare both tables on held-out judgements."""
+    from indexer.config import BuildConfig
+
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    if options:
+        overrides["options"] = option_pairs(options)
+    if no_progress:
+        overrides["progress"] = False
+    config = BuildConfig.load(None, model=model, table=table, db=db, work_dir=work_dir, **overrides)
+    if bool(qrels) != bool(queries):
+        raise click.UsageError("--qrels and --queries go together")
+    heldout = versions.heldout_from_files(qrels, queries) if qrels else None
+    outcome = versions.reembed(config, from_table, promote_if_better=promote_if_better, metric=metric,
+                               heldout=heldout, min_gain=min_gain)
+    click.echo(outcome.summary.render(), err=True)
+    click.echo(outcome.render())
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(outcome.to_dict(), f, indent=1)
+
+
+@cli.group()
+def alias() -> None:
+    """Names that point at tables; searches without --table use 'current'."""
+
+
+@alias.command("set")
+@click.argument("name")
+@click.argument("table")
+@db_option
+@work_dir_option
+def alias_set(name, table, db, work_dir) -> None:
+    """Point alias NAME at TABLE."""
+    from indexer.versions import set_alias
+
+    click.echo(f"{name} -> {set_alias(db, name, table, work_dir)}")
+
+
+@alias.command("list")
+@db_option
+@work_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def alias_list(db, work_dir, as_json) -> None:
+    """Every table (model version) with its aliases and last held-out evaluation."""
+    from indexer.versions import list_versions
+
+    rows = list_versions(db, work_dir)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        names = f"  <- {', '.join(r['aliases'])}" if r["aliases"] else ""
+        click.echo(click.style(r["table"], bold=True) + names)
+        click.echo(f"  model {r['model']}, {r['rows']:,} rows")
+        if r["eval"]:
+            e = r["eval"]
+            click.echo(f"  held-out recall@10 {e['after']['recall@10']:.4f} (vs {e['before']['recall@10']:.4f} for {e['against']})")
+
+
+@cli.command()
+@click.argument("tables", nargs=-1)
+@db_option
+@work_dir_option
+@click.option("--dry-run", is_flag=True, help="Only list what would be dropped.")
+def prune(tables, db, work_dir, dry_run) -> None:
+    """Drop old versions: TABLES, or every table no alias points at, with their run state and vectors."""
+    from indexer.versions import prune as run
+
+    doomed = run(db, list(tables) or None, dry_run=dry_run, work_dir=work_dir)
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(f"{verb} {len(doomed)} table(s)" + (": " + ", ".join(doomed) if doomed else ""))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -445,6 +445,14 @@ class Sink(Component):
         self.close()
         return False
 
+    def scan(self, columns: Sequence[str] | None = None, *, filter: str | None = None,
+             batch_rows: int = 4096) -> Iterator[Any]:
+        """Read the stored rows back: Arrow record batches (``indexer.rows.embedded_schema``'s columns, or just
+        ``columns``) of at most ``batch_rows`` rows, in the store's order, of the rows matching ``filter`` (a SQL
+        predicate, as ``--where`` takes) or all. Publishing and fine-tuning read a table through this, so they
+        work on any sink that implements it."""
+        raise NotImplementedError(f"sink {type(self).__name__} cannot be read back")
+
     def search(self, vectors: Any, k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         """Top ``k`` hits per query vector, best first."""
         raise NotImplementedError(f"sink {type(self).__name__} cannot search")
@@ -479,7 +487,8 @@ class Sink(Component):
         return dict.fromkeys(self.filterable_columns(), "string")
 
     def count(self) -> int:
-        raise NotImplementedError
+        """How many rows the sink holds; by default counted through :meth:`scan`."""
+        return sum(batch.num_rows for batch in self.scan(["id"]))
 
     def tables(self) -> list[dict[str, Any]]:
         """Tables at this destination with their recorded metadata (for ``indexer info``)."""

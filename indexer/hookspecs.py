@@ -88,6 +88,19 @@ def register_commands(cli):
     """
 
 
+@hookspec(firstresult=True)
+def heldout_judgements(model):
+    """The held-out judgements to score a re-embedded table on, for a model the plugin knows (e.g. one it
+    fine-tuned, with the split it held out from training).
+
+    Called by ``indexer reembed`` (:func:`indexer.versions.reembed`) when no qrels were given; the first
+    implementation that returns something other than None wins.
+
+    :param model: the new model's id or path, as given to ``indexer reembed --model``.
+    :return: an :class:`indexer.versions.Heldout`, or None when the plugin has no judgements for this model.
+    """
+
+
 @hookspec
 def run_finished(summary):
     """Called after every build or re-embed run, with its summary, whether it succeeded or not.

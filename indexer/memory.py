@@ -18,12 +18,10 @@ def limit_malloc_arenas() -> None:
     start.
 
     glibc gives a thread that finds the arenas busy an arena of its own, up to 8 per core, and memory freed in an
-    arena stays with it. LanceDB's index build, the tokenizer's and torch's threads each leave some behind; on 2
-    cores the cap takes about a third off what a 106,755-row IVF_HNSW_SQ build adds, no slower (docs/benchmarks.md:
-    ``scripts/bench_memory.py --sink-rows 106755 --sink-option ann_min_rows=1``, capped, against the same with
-    ``MALLOC_ARENA_MAX=16``, glibc's own limit there). Called by the CLI and by ``plan_build`` (every build,
-    re-embed, worker process and container). A ``MALLOC_ARENA_MAX`` set in the environment wins (glibc read it at
-    start); not glibc: nothing to do.
+    arena stays with it. LanceDB's index build, the tokenizer's and torch's threads each leave some behind; the cap
+    takes a good part off what an index build adds, no slower (docs/benchmarks.md#figures-behind-the-code). Called
+    by the CLI and by ``plan_build`` (every build, re-embed, worker process and container). A ``MALLOC_ARENA_MAX``
+    set in the environment wins (glibc read it at start); not glibc: nothing to do.
     """
     global _ARENAS_LIMITED
     if _ARENAS_LIMITED or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
@@ -44,14 +42,13 @@ def return_freed_memory() -> None:
 
     Embedding on CPU allocates and frees large activations batch after batch; glibc's malloc raises its mmap
     threshold after such frees and then keeps the freed heap for reuse, so after a shard a process can sit on
-    ~0.5 GB it no longer uses, and whatever comes next (the next shard's writes, the sinks' index builds) is
+    hundreds of MB it no longer uses, and whatever comes next (the next shard's writes, the sinks' index builds) is
     counted on top. Called after each shard and before the sinks close; a few ms. malloc_trim is a no-op where it is
     missing (not glibc). No garbage collection: nothing here is held by cycles, and a full collection with torch
-    loaded takes 0.2-0.4 s.
+    loaded is slow.
     """
     # Arrow's own pool (mimalloc or jemalloc) keeps what the shard's Parquet reads and the sinks' writes freed,
-    # out of malloc_trim's reach: returning it took a 106,755-chunk build's peak from 1,572 to 1,291 MiB
-    # (scripts/bench_memory.py; docs/benchmarks.md).
+    # out of malloc_trim's reach; returning it lowers a build's peak (docs/benchmarks.md#figures-behind-the-code).
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()

@@ -162,12 +162,16 @@ def record_settings(work: WorkDir, table: str, settings: SearchSettings, **evide
     work.write_search_settings(table, {"settings": settings.to_dict(), "time": time.time(), **evidence})
 
 
-def table_settings(work: WorkDir, table: str) -> tuple[SearchSettings, str]:
-    """The settings ``table`` is searched with by default, and their origin ("recorded" or "default")."""
+def table_settings(work: WorkDir, table: str, sink: Sink | None = None) -> tuple[SearchSettings, str]:
+    """The settings ``table`` is searched with by default, and their origin ("recorded" or "default"). Given the
+    table's ``sink``, a mode it cannot serve now falls back to dense: a PLAID index, which only ranks by its own
+    vectors, or a table built before full-text indexes were kept."""
     record = recorded_settings(work, table)
-    if record is None:
-        return DEFAULT_SETTINGS, "default"
-    return SearchSettings.from_dict(record["settings"]), "recorded"
+    settings, origin = (DEFAULT_SETTINGS, "default") if record is None else (
+        SearchSettings.from_dict(record["settings"]), "recorded")
+    if sink is not None and settings.mode not in sink.available_modes():
+        return settings.with_(mode="dense"), "default"
+    return settings, origin
 
 
 def resolve_table(db: str, table: str | None, sink_name: str = "lancedb", host: Host | None = None,
@@ -214,10 +218,7 @@ def open_index(db: str = DEFAULT_DB, table: str | None = None, *, sink_name: str
             f"the model found now is {embedder.info.name} ({embedder.info.fingerprint[:12]}): queries would be "
             "embedded with other weights. Pass --model with the original model, or re-embed the table."
         )
-    settings, origin = table_settings(WorkDir(work_dir or Path(db) / "_indexer"), name)
-    if settings.mode not in sink.available_modes():
-        # a PLAID index, which only ranks by its own vectors, or a table built before full-text indexes were kept
-        settings, origin = settings.with_(mode="dense"), "default"
+    settings, origin = table_settings(WorkDir(work_dir or Path(db) / "_indexer"), name, sink)
     return Index(name, sink, embedder, meta, settings, origin)
 
 

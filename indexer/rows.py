@@ -28,9 +28,8 @@ CHUNK_SCHEMA = pa.schema(
 
 def stream_parquet(path: Any) -> Any:
     """A ``pyarrow.parquet.ParquetFile`` to read batch by batch in bounded memory. pyarrow's default pre-buffering
-    fetches the column chunks of every row group asked for before the first batch, so memory grew with the file:
-    without it a 106,755-chunk build peaked at 1,059 MiB before its index build instead of 1,198
-    (scripts/bench_memory.py; docs/benchmarks.md)."""
+    fetches the column chunks of every row group asked for before the first batch, so memory grew with the file
+    (docs/benchmarks.md#figures-behind-the-code)."""
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path, pre_buffer=False)

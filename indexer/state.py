@@ -87,7 +87,7 @@ def vector_schema(dimension: int, kind: str = "dense") -> pa.Schema:
                       embedded_schema(dimension, kind).field("vector")])
 
 
-def _vector_kind(field: pa.Field) -> tuple[int, str]:
+def vector_field_kind(field: pa.Field) -> tuple[int, str]:
     """(dimension, kind) of a stored ``vector`` field."""
     if pa.types.is_fixed_size_list(field.type):
         return field.type.list_size, "dense"
@@ -102,9 +102,8 @@ class StoredVectors:
     Only the hash column is held (8 bytes a chunk and its row's 8, against 1,536 bytes for a 384-dim float32 vector
     and far more for a multivector); vectors are read a row group (one block of the earlier run) at a time, when a block
     asks for them. Chunks keep their order from one run to the next, so consecutive blocks ask for the same or the
-    next row groups, and the last two read are kept. A rebuild of a 106,755-chunk shard with one document edited
-    peaked at 1,340-1,346 MiB when the file was read whole, 1,120-1,140 MiB this way
-    (``scripts/bench_memory.py --rebuild``; docs/benchmarks.md). A context manager; missing files are empty.
+    next row groups, and the last two read are kept, which keeps a rebuild's peak well under reading the file whole
+    (docs/benchmarks.md#figures-behind-the-code). A context manager; missing files are empty.
     The files stay open, so a file renamed or removed meanwhile (by a worker finishing its shard) still reads.
     """
 
@@ -277,7 +276,7 @@ class WorkDir:
         """The shard's chunks joined with their vectors, streamed (both files share one row order)."""
         chunks = stream_parquet(self.chunk_file(chunkset, shard))
         vectors = stream_parquet(self.vector_file(model, chunkset, shard))
-        schema = embedded_schema(*_vector_kind(vectors.schema_arrow.field("vector")))
+        schema = embedded_schema(*vector_field_kind(vectors.schema_arrow.field("vector")))
         for cb, vb in zip(
             chunks.iter_batches(batch_size=batch_rows), vectors.iter_batches(batch_size=batch_rows, columns=["id", "vector"])
         ):

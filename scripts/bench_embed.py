@@ -36,7 +36,8 @@ sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
 from indexer.types import Chunk, Document  # noqa: E402
 import indexer_local  # noqa: E402
-from indexer_local import LocalEmbedder, _cpu_flags, gate, int8  # noqa: E402
+from indexer_local import LocalEmbedder, gate, int8  # noqa: E402
+from indexer_local.kernels import cpu_flags  # noqa: E402
 
 DEMO = REPO / "data" / "demo" / "wiki-demo.jsonl"
 WIKI = REPO.parent / "shared" / "data" / "wiki-sample" / "summaries_en-us.json"
@@ -101,7 +102,7 @@ def int8_gemms(m: int, k: int, n: int) -> dict:
 
     layer = torch.nn.Linear(k, n)
     holder = torch.nn.Sequential(layer)
-    int8.quantize_linears(holder, full_range=int8.has_vnni(_cpu_flags()))
+    int8.quantize_linears(holder, full_range=int8.has_vnni(cpu_flags()))
     x = torch.randn(m, k)
     xq, wq = torch.randint(-127, 128, (m, k), dtype=torch.int8), torch.randint(-127, 128, (n, k), dtype=torch.int8)
     return {"int8 layer": lambda: holder(x), "int8 GEMM": lambda: torch._int_mm(xq, wq.t())}
@@ -136,7 +137,7 @@ def cpu_description() -> str:
     except OSError:
         return platform.processor() or platform.machine()
     name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.machine())
-    flags = _cpu_flags()  # the embedder's own reading, which chooses its precision and attention
+    flags = cpu_flags()  # the embedder's own reading, which chooses its precision and attention
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8"]
     return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX-512'})"
 
@@ -178,8 +179,8 @@ def main() -> None:
 
     limit_malloc_arenas()  # as indexer build does; the same for both sides
     if args.without_bf16:
-        flags = _cpu_flags() - {"avx512_bf16", "amx_bf16"}
-        indexer_local._cpu_flags = lambda: flags
+        flags = cpu_flags() - {"avx512_bf16", "amx_bf16"}
+        indexer_local.kernels.cpu_flags = lambda: flags
     if args.gemm_rows:
         device = LocalEmbedder(args.model, device=args.device)._choose()[0]
         precisions = ["fp32", "bf16"] + (["int8"] if device == "cpu" and int8.int8_engine() else [])
@@ -221,7 +222,7 @@ def main() -> None:
         key = emb.info.precision
         embedders.setdefault(key, emb)
         labels.setdefault(key, []).append(mode)
-    st = SentenceTransformer(str(reference._resolve()), device=device)
+    st = SentenceTransformer(str(reference.model_path()), device=device)
 
     def run_st():
         return st.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False)
@@ -263,7 +264,7 @@ def main() -> None:
         print(f"load average (1 min): {load_before:.2f} before the timed rounds, {os.getloadavg()[0]:.2f} after")
     ref = outputs["sentence-transformers"]
     ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
-    config = json.loads((reference._resolve() / "config.json").read_text())
+    config = json.loads((reference.model_path() / "config.json").read_text())
     dense, attention, attended = flops_per_token(config, lengths)
     per_token = dense + attention
     peak = {p: matmul_gflops(p, device) for p in sorted({"fp32", *embedders})}
@@ -316,14 +317,14 @@ def profile(name: str, run, top: int = 8) -> None:
 
 
 def bench_attention(model: str, rounds: int, batch_tokens: int) -> None:
-    """Median time of torch's SDPA and of ``indexer_local._blocked_attention`` on batches of ``batch_tokens``
+    """Median time of torch's SDPA and of ``indexer_local.kernels.blocked_attention`` on batches of ``batch_tokens``
     tokens at several sequence lengths, with a padding mask (lengths 85-100% of the longest) and the query/key/
     value layout transformers hands an attention function (a transposed view)."""
     import torch
 
-    from indexer_local import _blocked_attention
+    from indexer_local.kernels import blocked_attention
 
-    config = json.loads((LocalEmbedder(model)._resolve() / "config.json").read_text())
+    config = json.loads((LocalEmbedder(model).model_path() / "config.json").read_text())
     heads = config["num_attention_heads"]
     size = config["hidden_size"] // heads
     g = torch.Generator().manual_seed(0)
@@ -338,7 +339,7 @@ def bench_attention(model: str, rounds: int, batch_tokens: int) -> None:
             lengths = torch.randint(int(length * 0.85), length + 1, (batch,), generator=g)
             mask = (torch.arange(length)[None, :] < lengths[:, None])[:, None, None, :].expand(batch, 1, length, length)
             fns = {"sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-                   "blocked": lambda: _blocked_attention(None, q, k, v, mask)}
+                   "blocked": lambda: blocked_attention(None, q, k, v, mask)}
             times: dict[str, list[float]] = {n: [] for n in fns}
             with torch.inference_mode():
                 for fn in fns.values():

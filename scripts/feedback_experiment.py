@@ -90,7 +90,7 @@ def run_once(base_db: Path, run_db: Path, pairs: Path, args, seed: int) -> dict:
     from indexer.config import BuildConfig
     from indexer_feedback import FeedbackLog
     from indexer_feedback.finetune import FinetuneSettings, finetune
-    from indexer_feedback.versions import reembed
+    from indexer.versions import reembed
 
     shutil.rmtree(run_db, ignore_errors=True)
     shutil.copytree(base_db, run_db)

@@ -376,7 +376,7 @@ def test_finetune_measures_held_out_pairs_in_the_tables_search_settings():
 
 
 def test_alias_and_prune_refuse_what_would_lose_data(base):
-    from indexer_feedback.versions import prune, set_alias
+    from indexer.versions import prune, set_alias
 
     db = _copy(base, "refuse.lancedb")
     with pytest.raises(ConfigError, match="no alias is set"):

@@ -28,7 +28,7 @@ NO_BF16 = frozenset({"avx2", "avx512f", "avx512_vnni"})
 
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    monkeypatch.setattr(indexer_local, "_cpu_flags", lambda: NO_BF16)
+    monkeypatch.setattr(indexer_local.kernels, "cpu_flags", lambda: NO_BF16)
 
 
 def _demo_chunks(emb: LocalEmbedder, n: int) -> list[Chunk]:
@@ -81,7 +81,7 @@ def test_int8_on_auto_device_runs_on_the_cpu(model_path):
     ({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, False),  # AMX bf16 is faster than fbgemm int8
 ])
 def test_auto_puts_int8_on_trial_only_where_it_is_faster(model_path, monkeypatch, flags, on_trial):
-    monkeypatch.setattr(indexer_local, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(indexer_local.kernels, "cpu_flags", lambda: frozenset(flags))
     assert bool(LocalEmbedder(model_path, device="cpu").sample_size()) == on_trial
     for precision in ("exact", "bf16", "int8", "fast"):
         assert LocalEmbedder(model_path, device="cpu", precision=precision).sample_size() == 0

@@ -448,3 +448,42 @@ def test_scalar_index_option(make_sink, capfd):
     assert kinds[("topic",)].upper() == "BITMAP" and kinds[("year",)].upper() == "BTREE"
     with pytest.raises(ConfigError, match="known: BTREE, BITMAP, LABEL_LIST"):
         make_sink(scalar_index="topic:HASH")
+
+
+def test_scan_reads_the_table_back_in_batches_with_columns_and_a_filter(make_sink):
+    with make_sink() as sink:
+        sink.open(MODEL, META)
+        sink.write_shard("a", [rows("a", 9, seed=1)])
+        sink.write_shard("b", [rows("b", 4, seed=2)])
+    reader = make_sink()  # a new sink on the same table: what publishing and fine-tuning do
+    batches = list(reader.scan(batch_rows=5))
+    assert all(isinstance(b, pa.RecordBatch) and b.num_rows <= 5 for b in batches)
+    everything = pa.Table.from_batches(batches)
+    assert set(embedded_schema(DIM).names) <= set(everything.column_names)
+    assert sorted(everything.column("id").to_pylist()) == sorted(stored(reader))
+    back = {r["id"]: r for r in everything.to_pylist()}
+    for row in rows("a", 9, seed=1).to_pylist():
+        np.testing.assert_array_equal(np.array(back[row["id"]]["vector"], np.float32),
+                                      np.array(row["vector"], np.float32))
+    picked = pa.Table.from_batches(list(reader.scan(["id", "doc_id"], filter="shard = 'b' AND chunk_index = 0")))
+    assert picked.column_names == ["id", "doc_id"]
+    assert sorted(picked.column("id").to_pylist()) == ["b/d0#0", "b/d3#0"]
+    with pytest.raises(ConfigError, match="no table absent"):
+        list(make_sink(table="absent").scan())
+
+
+def test_a_sink_that_can_be_scanned_counts_its_rows_through_the_scan():
+    from indexer.components import Sink
+
+    class Written(Sink):
+        def write_shard(self, shard, batches):
+            return 0
+
+    class Listed(Written):
+        def scan(self, columns=None, *, filter=None, batch_rows=4096):
+            yield rows("a", 3).select(columns or embedded_schema(DIM).names)
+            yield rows("b", 2).select(columns or embedded_schema(DIM).names)
+
+    assert Listed(db="x", table="t").count() == 5
+    with pytest.raises(NotImplementedError, match="Written cannot be read back"):
+        Written(db="x", table="t").count()

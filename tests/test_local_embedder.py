@@ -87,9 +87,9 @@ def test_cpu_fast_path_is_in_place(model_path, precision):
     # A silent fallback to the stock layers would still pass the accuracy tests, only 1.2-1.5x slower.
     assert {type(m).__name__ for m in (layer.intermediate, layer.output, layer.attention.self.query)} == {"PackedLinear"}
     if net._supports_attention_backend:  # transformers 5; BERT in transformers 4 has its own attention modules
-        from indexer_local import _cpu_flags
+        from indexer_local.kernels import cpu_flags
 
-        want = "indexer_blocked_cpu" if precision == "bf16" and "amx_bf16" not in _cpu_flags() else "sdpa"
+        want = "indexer_blocked_cpu" if precision == "bf16" and "amx_bf16" not in cpu_flags() else "sdpa"
         assert net.config._attn_implementation == want
 
 
@@ -98,7 +98,7 @@ def test_cpu_fast_path_is_in_place(model_path, precision):
 def test_bf16_attention_follows_the_cpu(model_path, monkeypatch, flags, want):
     import indexer_local
 
-    monkeypatch.setattr(indexer_local, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(indexer_local.kernels, "cpu_flags", lambda: frozenset(flags))
     net = LocalEmbedder(model_path, precision="bf16", device="cpu")._load()
     if not net._supports_attention_backend:
         pytest.skip("BERT in transformers 4 has its own attention modules")
@@ -108,7 +108,7 @@ def test_bf16_attention_follows_the_cpu(model_path, monkeypatch, flags, want):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("mask_kind", ["padding", "general", "additive", "none"])
 def test_blocked_attention_matches_sdpa(dtype, mask_kind):
-    from indexer_local import _blocked_attention
+    from indexer_local.kernels import blocked_attention
 
     g = torch.Generator().manual_seed(3)
     batch, heads, length, size = 7, 4, 33, 16  # several blocks, odd sizes
@@ -125,11 +125,11 @@ def test_blocked_attention_matches_sdpa(dtype, mask_kind):
         mask = torch.randn(batch, 1, length, length, generator=g).to(dtype)
     import indexer_local
 
-    block, indexer_local._ATTENTION_BLOCK = indexer_local._ATTENTION_BLOCK, heads * length * length * 3
+    block, indexer_local.kernels._ATTENTION_BLOCK = indexer_local.kernels._ATTENTION_BLOCK, heads * length * length * 3
     try:
-        got, weights = _blocked_attention(None, q, k, v, mask, scaling=0.3)
+        got, weights = blocked_attention(None, q, k, v, mask, scaling=0.3)
     finally:
-        indexer_local._ATTENTION_BLOCK = block
+        indexer_local.kernels._ATTENTION_BLOCK = block
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3).transpose(1, 2)
     assert weights is None and got.shape == (batch, length, heads, size)
     tol = 1e-5 if dtype == torch.float32 else 2e-2

@@ -265,7 +265,7 @@ def test_off_loopback_a_token_is_required_to_start_and_for_every_request(built, 
 
 
 def test_the_server_follows_a_promoted_table_without_failing_a_request(built, tmp_path, model_path):
-    from indexer_feedback.versions import set_alias
+    from indexer.versions import set_alias
 
     db = str(tmp_path / "db")
     shutil.copytree(built["db"], db)
@@ -363,3 +363,26 @@ def test_the_page_searches_and_a_thumbs_up_becomes_feedback(server, built):
         driver.quit()
     pairs = [(p.query, p.positive_id, p.relevance, p.source) for p in FeedbackLog(built["db"]).pairs()]
     assert (query, second, 1.0, "serve-page") in pairs
+
+
+def test_recorded_text_settings_fall_back_to_dense_on_a_table_without_a_full_text_index(built, tmp_path):
+    """A table built before full-text indexes were kept (here: its index dropped) serves dense, also when settings
+    that name text search are recorded for it while the server runs."""
+    import lancedb
+
+    from indexer.retrieval import SearchSettings, record_settings
+    from indexer.state import WorkDir
+    from indexer_serve.service import Follower
+
+    db = str(tmp_path / "db")
+    shutil.copytree(built["db"], db)
+    tbl = lancedb.connect(db).open_table(built["table"])
+    for index in tbl.list_indices():
+        if index.index_type == "FTS":
+            tbl.drop_index(index.name)
+    follower = Follower(db, built["table"])
+    assert follower.index.settings.mode == "dense"
+    record_settings(WorkDir(Path(db) / "_indexer"), built["table"], SearchSettings(mode="text"), metric="test")
+    assert follower.refresh()
+    assert (follower.index.settings.mode, follower.index.origin) == ("dense", "default")
+    assert follower.index.search([QUERY], k=3)[0]  # and it answers

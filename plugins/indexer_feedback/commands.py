@@ -1,5 +1,6 @@
-"""The feedback loop's commands: ``feedback add|import|export|stats``, ``finetune``, ``reembed``, ``alias set|list``,
-``prune`` and ``tune-search``. Thin layers over the modules beside this one; heavy imports happen inside the command bodies."""
+"""The feedback loop's commands: ``feedback add|import|export|stats``, ``finetune`` and ``tune-search``. Thin layers
+over the modules beside this one; heavy imports happen inside the command bodies. (``reembed``, ``alias`` and
+``prune`` are the core's, :mod:`indexer.cli`.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 
 import click
 
-DB = click.option("--db", envvar="INDEXER_DB", default="index.lancedb", show_default=True, help="LanceDB folder or URI.")
-WORK_DIR = click.option("--work-dir", envvar="INDEXER_WORK_DIR", help="Run state folder (default: <db>/_indexer).")
+from indexer.cli import db_option as DB, work_dir_option as WORK_DIR
+
 STORE = click.option("--store", default="lancedb", show_default=True, help="Feedback store plugin.")
 
 
@@ -141,53 +142,6 @@ def finetune(remote, gpu, no_progress, as_json, **settings) -> None:
         click.echo(render(record))
 
 
-@click.command()
-@click.option("--model", required=True, envvar="INDEXER_MODEL", help="The new model (id or path), e.g. a fine-tuned one.")
-@click.option("--from-table", help="Table or alias whose stored chunks to re-embed (default: the alias current, else "
-              "the only table).")
-@click.option("--table", help="New table name (default: <model>-<fingerprint>).")
-@DB
-@WORK_DIR
-@click.option("--embedder", help="Embedder plugin (default: local).")
-@click.option("--device", help="auto, cpu, cuda, mps.")
-@click.option("--precision", help="auto, exact, fast, fp32, bf16, fp16.")
-@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch.")
-@click.option("--executor", help="Executor plugin (default: local).")
-@click.option("--workers", type=int)
-@click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE.")
-@click.option("--promote-if-better", is_flag=True, help="Point the alias 'current' at the new table only if the held-out metric rose.")
-@click.option("--metric", default="recall@10", show_default=True, type=click.Choice(["recall@10", "ndcg@10", "mrr@10", "recall@100"]))
-@click.option("--min-gain", type=float, default=0.0, show_default=True, help="Promote only when the metric rises by more than this.")
-@click.option("--qrels", type=click.Path(dir_okay=False), help="Held-out qrels (default: the fine-tune record beside --model).")
-@click.option("--queries", type=click.Path(dir_okay=False), help="Queries of --qrels.")
-@click.option("--no-progress", is_flag=True)
-@click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the run summary and evaluation as JSON here.")
-def reembed(model, from_table, table, db, work_dir, options, promote_if_better, metric, min_gain, qrels, queries,
-            no_progress, summary_json, **settings) -> None:
-    """Re-embed the stored chunks of a table with a new model into a new model-versioned table (no source is read,
-    nothing is chunked again), and compare both tables on held-out judgements."""
-    from indexer.cli import _option_pairs
-    from indexer.config import BuildConfig
-    from indexer_feedback import versions
-
-    overrides = {k: v for k, v in settings.items() if v is not None}
-    if options:
-        overrides["options"] = _option_pairs(options)
-    if no_progress:
-        overrides["progress"] = False
-    config = BuildConfig.load(None, model=model, table=table, db=db, work_dir=work_dir, **overrides)
-    if bool(qrels) != bool(queries):
-        raise click.UsageError("--qrels and --queries go together")
-    heldout = versions.heldout_from_files(qrels, queries) if qrels else None
-    outcome = versions.reembed(config, from_table, promote_if_better=promote_if_better, metric=metric,
-                               heldout=heldout, min_gain=min_gain)
-    click.echo(outcome.summary.render(), err=True)
-    click.echo(outcome.render())
-    if summary_json:
-        with open(summary_json, "w") as f:
-            json.dump(outcome.to_dict(), f, indent=1)
-
-
 @click.command("tune-search")
 @DB
 @click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
@@ -212,60 +166,7 @@ def tune_search(db, table, metric, pairs, holdout, split_seed, dry_run, as_json,
     click.echo(json.dumps(outcome.to_dict(), indent=1) if as_json else outcome.render())
 
 
-@click.group()
-def alias() -> None:
-    """Names that point at tables; searches without --table use 'current'."""
-
-
-@alias.command("set")
-@click.argument("name")
-@click.argument("table")
-@DB
-@WORK_DIR
-def alias_set(name, table, db, work_dir) -> None:
-    """Point alias NAME at TABLE."""
-    from indexer_feedback.versions import set_alias
-
-    click.echo(f"{name} -> {set_alias(db, name, table, work_dir)}")
-
-
-@alias.command("list")
-@DB
-@WORK_DIR
-@click.option("--json", "as_json", is_flag=True)
-def alias_list(db, work_dir, as_json) -> None:
-    """Every table (model version) with its aliases and last held-out evaluation."""
-    from indexer_feedback.versions import list_versions
-
-    rows = list_versions(db, work_dir)
-    if as_json:
-        click.echo(json.dumps(rows, indent=1))
-        return
-    for r in rows:
-        names = f"  <- {', '.join(r['aliases'])}" if r["aliases"] else ""
-        click.echo(click.style(r["table"], bold=True) + names)
-        click.echo(f"  model {r['model']}, {r['rows']:,} rows")
-        if r["eval"]:
-            e = r["eval"]
-            click.echo(f"  held-out recall@10 {e['after']['recall@10']:.4f} (vs {e['before']['recall@10']:.4f} for {e['against']})")
-
-
-@click.command()
-@click.argument("tables", nargs=-1)
-@DB
-@WORK_DIR
-@click.option("--dry-run", is_flag=True, help="Only list what would be dropped.")
-def prune(tables, db, work_dir, dry_run) -> None:
-    """Drop old versions: TABLES, or every table no alias points at, with their run state and vectors."""
-    from indexer_feedback.versions import prune as run
-
-    doomed = run(db, list(tables) or None, dry_run=dry_run, work_dir=work_dir)
-    verb = "would drop" if dry_run else "dropped"
-    click.echo(f"{verb} {len(doomed)} table(s)" + (": " + ", ".join(doomed) if doomed else ""))
-
-
 def register(cli: click.Group) -> None:
-    for command, name in ((feedback, "feedback"), (finetune, "finetune"), (reembed, "reembed"), (alias, "alias"),
-                          (prune, "prune"), (tune_search, "tune-search")):
+    for command, name in ((feedback, "feedback"), (finetune, "finetune"), (tune_search, "tune-search")):
         if name not in cli.commands:  # the core (or another plugin) may bring its own
             cli.add_command(command, name)

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -37,17 +36,19 @@ from typing import Any
 
 from indexer.config import DEFAULT_DB
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 from indexer.metrics import evaluate
 from indexer_feedback.judgements import (
     Judgement,
     is_heldout,
-    lancedb_table,
     qrels_of,
     rank_by_doc,
     read_chunks,
     resolve,
+    rows_of,
 )
 
+log = get_logger("feedback")
 RECORD = "indexer_finetune.json"
 LOSSES = ("mnrl", "cached-mnrl")
 # Candidates per held-out query kept in a bounded evaluation corpus.
@@ -102,10 +103,6 @@ class FinetuneSettings:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def base_model_path(name: str) -> Path:
     """The folder of model ``name``, found the way the local embedder finds it (path, Hugging Face cache, a
     package that ships it), so training starts from exactly the weights the table was embedded with."""
@@ -113,7 +110,7 @@ def base_model_path(name: str) -> Path:
 
     embedder = get_host().component("embedder", "local")(name)
     embedder.check()
-    return Path(embedder._resolve())  # noqa: SLF001 (the embedder's own lookup; no second copy of it here)
+    return Path(embedder.model_path())  # the embedder's own lookup; no second copy of it here
 
 
 def prepare(s: FinetuneSettings) -> dict[str, Any]:
@@ -126,8 +123,7 @@ def prepare(s: FinetuneSettings) -> dict[str, Any]:
     pairs = FeedbackLog(s.db, store=s.store).pairs()
     if not pairs:
         raise ConfigError(f"no feedback pairs in {s.db}: add some with `indexer feedback add` or `indexer feedback import`")
-    tbl = lancedb_table(s.db, index.table)
-    judgements, rows, skipped = resolve(pairs, tbl)
+    judgements, rows, skipped = resolve(pairs, index.sink)
     heldout = [j for j in judgements if is_heldout(j.doc_id, s.split_seed, s.holdout)]
     held_docs = {j.doc_id for j in heldout}
     train_js = [j for j in judgements if j.doc_id not in held_docs]
@@ -181,10 +177,11 @@ def prepare(s: FinetuneSettings) -> dict[str, Any]:
     per_row = min(len(r["negatives"]) for r in train_rows)
     for r in train_rows:
         del r["negatives"][per_row:]
-    _say(f"finetune: {len(train_rows):,} training pairs ({mined:,} mined and {explicit_used:,} explicit hard "
-         f"negatives, {time.perf_counter() - t0:.1f}s), {len(heldout):,} held-out pairs on {len(held_docs):,} documents")
+    log.info(f"finetune: {len(train_rows):,} training pairs ({mined:,} mined and {explicit_used:,} explicit hard "
+             f"negatives, {time.perf_counter() - t0:.1f}s), {len(heldout):,} held-out pairs on {len(held_docs):,} "
+             "documents")
 
-    evaluation = _evaluation_set(s, index, tbl, heldout, rows)
+    evaluation = _evaluation_set(s, index, heldout, rows)
     return {
         "settings": dataclasses.asdict(s),
         "table": index.table,
@@ -227,7 +224,7 @@ def _passage(j: Judgement, rows: dict[str, list[dict[str, Any]]], qv: Any) -> tu
     return j.positive_text or "", 1.0
 
 
-def _evaluation_set(s: FinetuneSettings, index: Any, tbl: Any, heldout: list[Judgement],
+def _evaluation_set(s: FinetuneSettings, index: Any, heldout: list[Judgement],
                     rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
     """The held-out queries, qrels, the evaluation corpus and the current table's metrics on it."""
     import numpy as np
@@ -237,9 +234,9 @@ def _evaluation_set(s: FinetuneSettings, index: Any, tbl: Any, heldout: list[Jud
     queries, qrels = qrels_of(heldout)
     qids = sorted(queries)
     qvecs = index.embedder.embed_queries([queries[q] for q in qids])
-    total = tbl.count_rows()
+    total = index.sink.count()
     if total <= s.eval_max_chunks:
-        corpus = tbl.search().select(["id", "doc_id", "text", "vector"]).limit(None).to_arrow().to_pylist()
+        corpus = rows_of(index.sink, columns=["id", "doc_id", "text", "vector"])
         scope = "the whole table"
     else:
         chosen: dict[str, dict[str, Any]] = {}
@@ -251,7 +248,7 @@ def _evaluation_set(s: FinetuneSettings, index: Any, tbl: Any, heldout: list[Jud
         # rank by rank across queries, so that a cap keeps every query's best candidates
         candidates = list(dict.fromkeys(h.id for rank in range(EVAL_CANDIDATES) for hits in results
                                         if rank < len(hits) for h in [hits[rank]] if h.id not in chosen))[:room]
-        for r in read_chunks(tbl, candidates).values():
+        for r in read_chunks(index.sink, candidates).values():
             chosen.setdefault(r[0]["id"], r[0])
         corpus = list(chosen.values())
         scope = f"held-out documents + the current table's top candidates for their queries (cap {s.eval_max_chunks:,})"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.components import FeedbackPair
+from indexer.components import FeedbackPair, Sink
 from indexer_feedback.store import query_key
 
 CHUNK_COLUMNS = ["id", "doc_id", "chunk_index", "text", "vector"]
@@ -42,26 +42,24 @@ class Judgement:
     positive_text: str | None = None
 
 
-def lancedb_table(db: str, table: str) -> Any:
-    import lancedb
-
-    return lancedb.connect(db).open_table(table)
-
-
 def _sql_list(ids: Sequence[str]) -> str:
     return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
 
 
-def read_chunks(tbl: Any, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-    """id → its chunk rows (ordered by position), for ids that are chunk ids or document ids of ``tbl``."""
+def rows_of(sink: Sink, filter: str | None = None, columns: Sequence[str] = CHUNK_COLUMNS) -> list[dict[str, Any]]:
+    """The rows of the table ``sink`` holds (those matching ``filter``), read back through :meth:`Sink.scan`."""
+    return [row for batch in sink.scan(columns, filter=filter) for row in batch.to_pylist()]
+
+
+def read_chunks(sink: Sink, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """id → its chunk rows (ordered by position), for ids that are chunk ids or document ids of the table ``sink``
+    holds."""
     wanted = sorted(set(ids))
     by_chunk: dict[str, dict[str, Any]] = {}
     by_doc: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for start in range(0, len(wanted), _IDS_PER_SCAN):
         part = _sql_list(wanted[start : start + _IDS_PER_SCAN])
-        rows = (tbl.search().where(f"id IN ({part}) OR doc_id IN ({part})").select(CHUNK_COLUMNS).limit(None)
-                .to_arrow().to_pylist())
-        for r in rows:
+        for r in rows_of(sink, f"id IN ({part}) OR doc_id IN ({part})"):
             if r["id"] not in by_chunk:
                 by_chunk[r["id"]] = r
                 by_doc[r["doc_id"]].append(r)
@@ -74,12 +72,12 @@ def read_chunks(tbl: Any, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]
     return out
 
 
-def resolve(pairs: Iterable[FeedbackPair], tbl: Any) -> tuple[list[Judgement], dict[str, list[dict[str, Any]]], list[str]]:
-    """Judgements for the pairs whose positive is in the table (or that carry their own text), the chunk rows of
-    every id they name (positives and negatives), and a reason for each pair left out."""
+def resolve(pairs: Iterable[FeedbackPair], sink: Sink) -> tuple[list[Judgement], dict[str, list[dict[str, Any]]], list[str]]:
+    """Judgements for the pairs whose positive is in the table ``sink`` holds (or that carry their own text), the
+    chunk rows of every id they name (positives and negatives), and a reason for each pair left out."""
     pairs = list(pairs)
     ids = {p.positive_id for p in pairs} | {n for p in pairs for n in p.negative_ids}
-    rows = read_chunks(tbl, ids)
+    rows = read_chunks(sink, ids)
     out, skipped = [], []
     for p in pairs:
         found = rows.get(p.positive_id)
@@ -100,6 +98,25 @@ def qrels_of(judgements: Iterable[Judgement]) -> tuple[dict[str, str], dict[str,
         queries[j.qid] = j.query
         qrels[j.qid][j.doc_id] = max(j.relevance, qrels[j.qid].get(j.doc_id, 0.0))
     return queries, dict(qrels)
+
+
+def recorded_heldout(model: str) -> Any:
+    """The held-out judgements ``indexer finetune`` recorded beside the model it saved (an
+    :class:`indexer.versions.Heldout`), or None when ``model`` is no such model. Answers the core's
+    ``heldout_judgements`` hook, so ``indexer reembed --model FINE_TUNED`` scores on the split training never saw."""
+    import json
+    from pathlib import Path
+
+    from indexer.versions import Heldout
+    from indexer_feedback.finetune import RECORD
+
+    record = Path(model) / RECORD
+    if not record.is_file():
+        return None
+    heldout = json.loads(record.read_text()).get("heldout", [])
+    queries, qrels = qrels_of(Judgement(j["query"], j["query_id"], j["doc_id"], j["doc_id"], j["relevance"])
+                              for j in heldout)
+    return Heldout(queries, qrels, f"the held-out pairs recorded in {record}") if qrels else None
 
 
 def rank_by_doc(query_vectors: Any, chunk_vectors: Any, doc_ids: Sequence[str], k: int = 100) -> list[list[tuple[str, float]]]:

@@ -87,9 +87,9 @@ def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", p
     and ``split_seed`` default to the fine-tune's split (else 0.2 and 0, as ``indexer finetune``)."""
     from indexer.metrics import evaluate
     from indexer.retrieval import candidate_depth, open_index, rank, record_settings
-    from indexer_feedback.judgements import is_heldout, lancedb_table, qrels_of, resolve
+    from indexer_feedback.judgements import is_heldout, qrels_of, resolve
     from indexer_feedback.store import FeedbackLog
-    from indexer_feedback.versions import work_of
+    from indexer.versions import work_of
 
     if metric not in METRICS:
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)} (got {metric!r})")
@@ -104,7 +104,7 @@ def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", p
     holdout = split.get("heldout_fraction", 0.2) if holdout is None else holdout
     split_seed = split.get("seed", 0) if split_seed is None else split_seed
     all_pairs = pairs == "all" or (pairs == "auto" and not split)
-    judgements, _, _ = resolve(stored, lancedb_table(db, index.table))
+    judgements, _, _ = resolve(stored, index.sink)
     if all_pairs:
         chosen, trained = judgements, []
     else:

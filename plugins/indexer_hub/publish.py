@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 from indexer.options import Options, option
 
 from . import upload as up
@@ -18,12 +19,7 @@ from .layout import DataFileWriter, Stats, to_embedded, to_published
 
 DEFAULT_MAX_FILE_MB = 500
 LICENSE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
-
-
-def _say(message: str) -> None:
-    import click
-
-    click.echo(message, err=True)
+log = get_logger("hub")
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,8 @@ def write_folder(batches: Iterable[Any], folder: Path, *, meta: dict[str, Any], 
         writer.abort()
         raise
     if settings.license is None:
-        _say("note: no --license given; the card says 'unknown' (the demo corpus, from Wikipedia, is cc-by-sa-4.0)")
+        log.warning("note: no --license given; the card says 'unknown' (the demo corpus, from Wikipedia, is "
+                    "cc-by-sa-4.0)")
     card = build_card(public_meta(meta, table, settings.source_name), stats, repo_id=settings.repo_id,
                       license=settings.license, pretty_name=settings.pretty_name)
     atomic_write_text(folder / up.CARD, str(card))
@@ -103,7 +100,7 @@ def write_folder(batches: Iterable[Any], folder: Path, *, meta: dict[str, Any], 
 
 
 def finish(folder: Path, stats: Stats, settings: PublishSettings, *,
-           say: Callable[[str], None] = _say) -> up.UploadReport | None:
+           say: Callable[[str], None] = log.info) -> up.UploadReport | None:
     """Print the commit plan (dry run) or upload. Returns the upload report, ``None`` for a dry run."""
     say(f"wrote {folder}: {stats.rows:,} rows ({stats.documents:,} documents, {stats.tokens:,} tokens) in "
         f"{len(stats.files):,} data file(s), {up.human_bytes(stats.download_size)}")
@@ -127,7 +124,7 @@ def finish(folder: Path, stats: Stats, settings: PublishSettings, *,
 
 
 def publish_table(db: str, table: str | None, settings: PublishSettings, *,
-                  say: Callable[[str], None] = _say) -> tuple[Path, Stats, up.UploadReport | None]:
+                  say: Callable[[str], None] = log.info) -> tuple[Path, Stats, up.UploadReport | None]:
     """Publish a LanceDB table written by indexer: rows in the table's storage order, vectors as stored."""
     from indexer.retrieval import resolve_table
     from indexer_lancedb import LanceDBSink
@@ -145,14 +142,11 @@ def publish_table(db: str, table: str | None, settings: PublishSettings, *,
         raise ConfigError(f"--db {db} is not a local folder; pass --out FOLDER for the dataset files")
     else:
         folder = Path(db) / "_indexer" / "hub" / name / "dataset"
-    import lancedb
-
     from indexer.rows import embedded_schema
 
     dimension = int(meta["model"]["dimension"])
     columns = embedded_schema(dimension).names
-    scan = lancedb.connect(db).open_table(name).search().select(columns).limit(None).to_batches(4096)
-    batches = (to_published(b, dimension) for b in scan)
+    batches = (to_published(b, dimension) for b in LanceDBSink(db=db, table=name).scan(columns))
     stats = write_folder(batches, folder, meta=meta, table=name, settings=settings)
     return folder, stats, finish(folder, stats, settings, say=say)
 
@@ -195,7 +189,8 @@ def _data_files(folder: Path, card: Any) -> list[Path]:
 
 
 def import_dataset(repo_or_folder: str, db: str, *, table: str | None = None, model: str | None = None,
-                   revision: str | None = None, replace: bool = False, say: Callable[[str], None] = _say) -> dict[str, Any]:
+                   revision: str | None = None, replace: bool = False,
+                   say: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Load a published dataset into a LanceDB table as it is, without embedding anything, and record the
     model so ``indexer search`` embeds queries with it. Refuses when the query model (``model``, else the one
     the card names) has another fingerprint than the card's. Returns the table's metadata."""

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from indexer.errors import ConfigError, IndexerError
+from indexer.log import get_logger
 
 from .layout import DATA_DIR
+
+log = get_logger("hub")
 
 REPO_TYPE = "dataset"
 CARD = "README.md"
@@ -153,7 +156,7 @@ def _same_content(local: LocalFile, remote: Any) -> bool:
 
 def upload_in_commits(folder: str | Path, repo_id: str, *, revision: str = "main", private: bool = False,
                   commit_files: int = DEFAULT_COMMIT_FILES, commit_bytes: int = DEFAULT_COMMIT_BYTES,
-                  say: Callable[[str], None] = print) -> UploadReport:
+                  say: Callable[[str], None] = log.info) -> UploadReport:
     """Upload ``folder`` (data files and card) to the dataset repo ``repo_id`` at branch ``revision``, creating
     both when missing; skip files the Hub already holds. Raises :class:`UploadError` on a network or Hub error."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi

@@ -22,9 +22,11 @@ from typing import Any, ClassVar
 from indexer.components import Hit, Sink
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
+from indexer.log import get_logger
 from indexer.options import Options, option
 from indexer.types import ModelInfo
 
+log = get_logger("lancedb")
 META_KEY = "indexer"
 VECTOR = "vector"
 TEXT = "text"
@@ -38,6 +40,8 @@ RESULT_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata"]
 ROWS_PER_HNSW_PARTITION = 1_000_000
 # Queries per lancedb call: a flat search shares one table scan across them.
 QUERY_BATCH = 1024
+# rows per record batch of Sink.scan
+SCAN_BATCH = 4096
 # The full-text index's tokenizer options: sink option -> lancedb.index.FTS argument.
 FTS_OPTIONS = {"fts_tokenizer": "base_tokenizer", "fts_language": "language", "fts_stem": "stem",
                "fts_stop_words": "remove_stop_words", "fts_ascii_folding": "ascii_folding",
@@ -229,7 +233,7 @@ class LanceDBSink(Sink):
 
         def typed(batch: Any) -> Any:
             nonlocal written
-            _check_shard_column(batch, shard)
+            check_shard_column(batch, shard)
             objects = columns.parse(batch.column("metadata"))
             late.update(f.name for f in columns.new_fields(objects, schema))
             written += batch.num_rows
@@ -326,32 +330,33 @@ class LanceDBSink(Sink):
                 from lancedb.index import FTS
 
                 tbl.create_index(TEXT, config=FTS(**self.fts_config), replace=True)
-                _say(f"table {self.table!r}: built full-text index on {TEXT!r} over {rows:,} rows in "
-                     f"{time.perf_counter() - start:.1f} s")
+                log.info(f"table {self.table!r}: built full-text index on {TEXT!r} over {rows:,} rows in "
+                         f"{time.perf_counter() - start:.1f} s")
                 built = True
             else:
                 stale = max(stale, stats.num_unindexed_rows)
         elif text_index is not None:
             tbl.drop_index(text_index.name)  # fts=false: a stale index would answer text searches wrongly
-            _say(f"table {self.table!r}: dropped its full-text index (fts=false)")
+            log.info(f"table {self.table!r}: dropped its full-text index (fts=false)")
         for column, kind in self.scalar_indexes.items():
             if column not in tbl.schema.names:
-                _say(f"table {self.table!r}: no column {column!r} for scalar_index; columns that can have one: "
-                     f"{', '.join(filterable_columns(tbl.schema))}")
+                log.warning(f"table {self.table!r}: no column {column!r} for scalar_index; columns that can have one: "
+                            f"{', '.join(filterable_columns(tbl.schema))}")
                 continue
             index = next((i for i in indexes.values() if i.columns == [column]), None)
             if index is None or index.index_type.upper() != kind:
                 start = time.perf_counter()
                 tbl.create_scalar_index(column, index_type=kind, replace=True)
-                _say(f"table {self.table!r}: built {kind} index on {column!r} in {time.perf_counter() - start:.1f} s")
+                log.info(f"table {self.table!r}: built {kind} index on {column!r} in "
+                         f"{time.perf_counter() - start:.1f} s")
                 built = True
             else:
                 stale = max(stale, tbl.index_stats(index.name).num_unindexed_rows)
         if stale:
             start = time.perf_counter()
             tbl.optimize()
-            _say(f"table {self.table!r}: added {stale:,} new rows to its indexes in "
-                 f"{time.perf_counter() - start:.1f} s")
+            log.info(f"table {self.table!r}: added {stale:,} new rows to its indexes in "
+                     f"{time.perf_counter() - start:.1f} s")
         elif not built and tbl.stats()["fragment_stats"]["num_small_fragments"] >= 64:
             # Every shard write leaves a small fragment; scans slow down as they pile up.
             tbl.optimize()
@@ -366,8 +371,8 @@ class LanceDBSink(Sink):
         start = time.perf_counter()
         tbl.create_index(VECTOR, config=config, replace=True)
         parts = f"{partitions:,} partition{'s' if partitions > 1 else ''}" if partitions else "partitions by lancedb"
-        _say(f"table {self.table!r}: built {self.index_type} index on {VECTOR!r} over {rows:,} rows ({parts}) in "
-             f"{time.perf_counter() - start:.1f} s")
+        log.info(f"table {self.table!r}: built {self.index_type} index on {VECTOR!r} over {rows:,} rows ({parts}) in "
+                 f"{time.perf_counter() - start:.1f} s")
 
     # ----------------------------------------------------------------------------------------------------------
     # Reading
@@ -408,7 +413,7 @@ class LanceDBSink(Sink):
             which = result.get("query_index") or [0] * len(result["id"])
             grouped: list[list[Hit]] = [[] for _ in range(len(part))]
             for i, q in enumerate(which):
-                grouped[q].append(_hit(result, i, 1.0 - result["_distance"][i]))
+                grouped[q].append(hit_from_columns(result, i, 1.0 - result["_distance"][i]))
             for hits in grouped:
                 hits.sort(key=lambda h: (-h.score, h.id))
             out.extend(grouped)
@@ -438,7 +443,7 @@ class LanceDBSink(Sink):
             return out
         results = _run_coroutine(self._text_searches([queries[i] for i in asked], tbl.version, k, filter))
         for i, result in zip(asked, results):
-            hits = [_hit(result, j, result["_score"][j]) for j in range(len(result["id"]))]
+            hits = [hit_from_columns(result, j, result["_score"][j]) for j in range(len(result["id"]))]
             hits.sort(key=lambda h: (-h.score, h.id))
             out[i] = hits
         return out
@@ -489,6 +494,18 @@ class LanceDBSink(Sink):
     def count(self) -> int:
         tbl = self._open_table(required=False)
         return 0 if tbl is None else tbl.count_rows()
+
+    def scan(self, columns: Sequence[str] | None = None, *, filter: str | None = None,
+             batch_rows: int = SCAN_BATCH) -> Iterator[Any]:
+        """The table's rows in storage order, as Arrow record batches of at most ``batch_rows`` rows: ``columns``
+        (default all), those matching the SQL predicate ``filter``; at the version the table had when the scan
+        started."""
+        query = self._table().search()
+        if filter:
+            query = query.where(filter)
+        if columns is not None:
+            query = query.select(list(columns))
+        yield from query.limit(None).to_batches(batch_rows)
 
     def tables(self) -> list[dict[str, Any]]:
         conn = self._connection()
@@ -551,12 +568,6 @@ class LanceDBSink(Sink):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _say(message: str) -> None:
-    import click
-
-    click.echo(message, err=True)
-
-
 def filterable_columns(schema: Any) -> list[str]:
     """Columns a ``--where`` predicate can name: metadata columns first, then indexer's own (not the vector)."""
     from indexer_lancedb import columns  # pyarrow: not at plugin import
@@ -594,9 +605,9 @@ def _table_meta(tbl: Any) -> dict[str, Any] | None:
 
 
 def _vector_dimension(schema: Any) -> int:
-    from indexer.state import _vector_kind
+    from indexer.state import vector_field_kind
 
-    return _vector_kind(schema.field(VECTOR))[0]
+    return vector_field_kind(schema.field(VECTOR))[0]
 
 
 def _table_names(conn: Any) -> list[str]:
@@ -642,8 +653,9 @@ def _conform(batch: Any, schema: Any) -> Any:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _check_shard_column(batch: Any, shard: str) -> None:
-    # A row labelled with another shard would escape that shard's next rewrite and linger as a duplicate.
+def check_shard_column(batch: Any, shard: str) -> None:
+    """Raise ValueError unless every row of ``batch`` is labelled with ``shard``: a row labelled with another
+    shard would escape that shard's next rewrite and linger as a duplicate (every sink that keeps shards checks)."""
     import pyarrow.compute as pc
 
     if not pc.all(pc.equal(batch.column("shard"), shard)).as_py():
@@ -666,7 +678,8 @@ def _run_coroutine(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def _hit(result: dict[str, list], i: int, score: float) -> Hit:
+def hit_from_columns(result: dict[str, list], i: int, score: float) -> Hit:
+    """Hit ``i`` of a search result read as columns (``RESULT_COLUMNS``), with ``score``."""
     metadata = result["metadata"][i]
     return Hit(
         id=result["id"][i],

@@ -20,11 +20,9 @@ from indexer.types import Chunk
 SAMPLE_CHUNKS = 300  # documents of the sample search: a few seconds of fp32 and int8 embedding on 2 cores
 QUERIES = 100
 TOP_K = 10
-# Mean share of the fp32 top 10 that the candidate also returns. Measured on three corpora (dbpedia-entity
-# subset, the wiki-sample known-item task, the demo corpus; docs/benchmarks.md): bf16 0.993-0.995 and int8
-# 0.931-0.936, and at that int8 level nDCG@10 fell by 0.014 on dbpedia (over the 0.005 allowed) while staying
-# within 0.003 on the known-item task. So the bar sits between the two, nearer bf16: a precision must rank
-# about as bf16 does to be chosen without being asked for.
+# Mean share of the fp32 top 10 that the candidate also returns. The bar sits between what bf16 and int8 reach,
+# nearer bf16: a precision must rank about as bf16 does to be chosen without being asked for
+# (docs/benchmarks.md#figures-behind-the-code).
 MIN_AGREEMENT = 0.97
 # Below this many chunks a top 10 is most of the sample and agreement says nothing; such a corpus embeds in
 # seconds whatever the precision, so the gate fails rather than guess.

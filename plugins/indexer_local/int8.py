@@ -5,10 +5,7 @@ fly to uint8 with one scale for the whole input of a layer, inside the kernel, w
 fp32. Everything else (embeddings, attention, LayerNorm, GELU, pooling) stays fp32.
 
 Why this runtime: it is the fastest int8 we found for these models on CPUs without native bf16, with no new
-dependency and no export step (speed and minimum row cosine: scripts/bench_embed.py, docs/benchmarks.md).
-Per-token activation scales through ``torch._int_mm`` came closer to fp32 but ran slower than fp32 itself in
-eager mode (the quantise and rescale passes around each GEMM cost more than the GEMM saves); ONNX Runtime's
-dynamic int8 is the same scheme as this one behind an export step and two more packages.
+dependency and no export step (what else was tried: docs/benchmarks.md#figures-behind-the-code).
 
 Full 8-bit activations need VNNI (``vpdpbusd`` adds the u8 x s8 products in 32 bits); without it fbgemm's AVX2
 kernel adds pairs of products in 16 bits, which saturate unless activations keep to 7 bits (``reduce_range``).

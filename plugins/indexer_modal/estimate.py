@@ -3,16 +3,7 @@
 The arithmetic is :func:`estimate`, a pure function of a token count and a price table. The built-in table
 (:data:`GPUS`) holds Modal's list prices and throughput *assumptions* that a user overrides with ``--prices FILE``
 or ``--tokens-per-second-per-gpu``; a short real run (its summary prints tokens/s) is the way to replace them with
-measurements.
-
-Prices: Modal's per-second list prices (modal.com/pricing, as listed in May 2026; e.g. H100 $0.001097/s =
-$3.9492/h, A10G $0.000306/s), CPU $0.0000131 per core-second.
-
-Throughput: tokens per second per GPU for TEI serving a BERT-base-sized model (BGE-base, all-mpnet-base: ~110M
-parameters, ~0.19 GFLOP per token at 512-token chunks) in fp16, taken as about 30% of each GPU's dense fp16 tensor
-peak and rounded down; TEI's own benchmark of bge-base-en-v1.5 on an A10 (sequence length 512) sits in the same
-range. Small models (all-MiniLM-L6-v2, bge-small: 6–12 layers of width 384) do about 4x the tokens
-(``--model-size small``). These are assumptions, not measurements made here: no GPU was reachable.
+measurements. Where the prices and the throughput assumptions come from: docs/benchmarks.md#figures-behind-the-code.
 """
 
 from __future__ import annotations
@@ -32,7 +23,7 @@ class GPUPrice:
     tokens_per_second: float  # per GPU, BERT-base-sized model
 
 
-# Modal list prices; throughput for a BERT-base-sized model (see the module docstring for both sources).
+# Modal list prices; throughput for a BERT-base-sized model (sources: docs/benchmarks.md#figures-behind-the-code).
 GPUS: dict[str, GPUPrice] = {
     "T4": GPUPrice(0.5904, 50_000),
     "L4": GPUPrice(0.7992, 90_000),
@@ -50,8 +41,8 @@ MODEL_SIZES = {"small": 4.0, "base": 1.0, "large": 1 / 3}  # throughput factor a
 #: Seconds each GPU container is billed before it embeds anything (container start, TEI start, model load from
 #: the Volume's cache); the first run also downloads the model once.
 STARTUP_SECONDS = 60.0
-#: Chunking on CPU containers: tokens per second per core (the token chunker keeps most of the fast tokenizer's
-#: 0.85M tokens/s per core measured on the development machine) and Modal's price per core-hour.
+#: Chunking on CPU containers: tokens per second per core (most of the fast tokenizer's own rate) and Modal's price
+#: per core-hour.
 CHUNK_TOKENS_PER_CORE_SECOND = 700_000.0
 CPU_PRICE_PER_CORE_HOUR = 0.0000131 * 3600
 

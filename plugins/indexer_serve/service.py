@@ -67,7 +67,7 @@ class Follower:
             index = open_warm(self.db, table, self.work_dir)
             log.info("alias %s moved: now serving table %s (was %s)", self.alias, table, self.index.table)
         else:
-            settings, origin = table_settings(self.work, table)
+            settings, origin = table_settings(self.work, table, self.index.sink)
             index = dataclasses.replace(self.index, settings=settings, origin=origin)
             log.info("table %s: search settings now %s (%s)", table, settings.describe(), origin)
         self.index, self._seen, self.switched_at = index, seen, time.time()

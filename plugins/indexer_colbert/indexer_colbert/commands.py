@@ -43,13 +43,13 @@ def init_checkpoint(out, source, dim, doc_maxlen, query_maxlen, seed) -> None:
 def estimate(source, model, source_type, text_field, title_field, max_tokens, gpu_memory, options, as_json) -> None:
     """Chunk SOURCE (no encoding) and estimate its ColBERT index: size on disk, memory to build and search it, and
     whether it fits this machine."""
-    from indexer.cli import _option_pairs
+    from indexer.cli import option_pairs
     from indexer.config import BuildConfig
     from indexer_colbert.estimate import GiB, available_memory, estimate_source
 
     config = BuildConfig.load(None, source=source, model=model, source_type=source_type, text_field=text_field,
                               title_field=title_field, max_tokens=max_tokens, late_interaction="colbert",
-                              progress=False, options=_option_pairs(options))
+                              progress=False, options=option_pairs(options))
     est = estimate_source(config)
     ram, gpu = available_memory()
     gpu = int(gpu_memory * GiB) if gpu_memory else gpu

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from indexer.components import Hit
 from indexer.options import option
-from indexer_lancedb import RESULT_COLUMNS, VECTOR, LanceDBOptions, LanceDBSink, _hit
+from indexer_lancedb import RESULT_COLUMNS, VECTOR, LanceDBOptions, LanceDBSink, hit_from_columns
 
 SINK_NAME = "lancedb-multivector"
 
@@ -62,7 +62,7 @@ class LanceDBMultivectorSink(LanceDBSink):
             if filter:
                 query = query.where(filter, prefilter=True)
             result = query.to_arrow().to_pydict()
-            hits = [_hit(result, i, len(q) - result["_distance"][i]) for i in range(len(result["id"]))]
+            hits = [hit_from_columns(result, i, len(q) - result["_distance"][i]) for i in range(len(result["id"]))]
             hits.sort(key=lambda h: (-h.score, h.id))
             out.append(hits)
         return out

@@ -38,11 +38,14 @@ from typing import Any, ClassVar
 
 from indexer.components import Embedder, Hit, Sink
 from indexer.errors import ConfigError
+from indexer.log import get_logger
 from indexer.options import Options, option
 from indexer.types import ModelInfo
-from indexer_lancedb import _check_shard_column
+from indexer_lancedb import check_shard_column
 
 from indexer_colbert.quiet import quiet
+
+log = get_logger("colbert")
 
 SINK_NAME = "colbert"
 ROW_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata", "content_hash", "token_count"]
@@ -140,7 +143,7 @@ class PLAIDSink(Sink):
             rows_file.unlink(missing_ok=True)
             return 0
         table = pa.concat_tables(tables)
-        _check_shard_column(table, shard)
+        check_shard_column(table, shard)
         # Vectors first: rows without their vectors only cost an encoding, vectors without rows are ignored.
         _write_parquet(pending_file, table.select(["id", "content_hash", "vector"]))
         _write_parquet(rows_file, table.select(ROW_COLUMNS))
@@ -182,8 +185,8 @@ class PLAIDSink(Sink):
                 self._add([desired[i] for i in adds])
         self._rag = None
         self._clear_pending()
-        _say(f"PLAID index {self.table!r}: {'rebuilt' if done['rebuilt'] else 'updated'} with {len(adds):,} added and "
-             f"{len(deletes):,} deleted chunks ({len(desired):,} in all)")
+        log.info(f"PLAID index {self.table!r}: {'rebuilt' if done['rebuilt'] else 'updated'} with {len(adds):,} added "
+                 f"and {len(deletes):,} deleted chunks ({len(desired):,} in all)")
         return done
 
     def _build(self, desired: dict[str, dict[str, Any]]) -> None:
@@ -425,12 +428,6 @@ def _hit(result: dict[str, Any]) -> Hit:
     return Hit(id=result["document_id"], doc_id=meta.get("doc_id", result["document_id"]), score=float(result["score"]),
                text=result.get("content", ""), chunk_index=int(meta.get("chunk_index", 0)),
                metadata=meta.get("metadata") or {})
-
-
-def _say(message: str) -> None:
-    import click
-
-    click.echo(message, err=True)
 
 
 def _read_json(path: Path) -> Any:

@@ -1,7 +1,12 @@
-"""Model-versioned tables: re-embed into a new table, score old and new on held-out judgements, move the alias
-that searches use (``current``) only when the new one is better, and prune versions nobody points at.
+"""Model-versioned tables, a core concept: re-embed the stored chunks into a new table, score old and new on
+held-out judgements, move the alias that searches use (``current``) only when the new one is better, and prune
+versions nobody points at (commands ``indexer reembed``, ``alias set|list``, ``prune`` in :mod:`indexer.cli`).
 
 Every table stays queryable by name (``indexer search --table NAME``) until ``indexer prune`` drops it.
+
+Judgements come from an argument (:func:`heldout_from_files`: BEIR qrels and queries) or from the
+``heldout_judgements`` hook, which a plugin answers for a model it made — the feedback plugin does for a model
+``indexer finetune`` saved, with the split it held out. The core knows nothing of feedback stores.
 """
 
 from __future__ import annotations
@@ -10,17 +15,24 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from indexer.config import BuildConfig
 from indexer.errors import ConfigError
-from indexer.state import WorkDir, atomic_write_text
+
+if TYPE_CHECKING:  # the CLI imports this module for its names; pyarrow (through the run state) loads on use
+    from indexer.config import BuildConfig
+    from indexer.state import WorkDir
 
 ALIAS = "current"
 METRICS = ("recall@10", "ndcg@10", "mrr@10", "recall@100")
+#: The sink whose tables are versioned (it lists, and drops, tables).
+SINK = "lancedb"
 
 
 def work_of(db: str, work_dir: str | None = None) -> WorkDir:
+    """The run state of ``db``: ``work_dir``, else ``<db>/_indexer``."""
+    from indexer.state import WorkDir
+
     return WorkDir(work_dir or Path(db) / "_indexer")
 
 
@@ -33,21 +45,15 @@ class Heldout:
     origin: str
 
 
-def heldout_from_model(model: str) -> Heldout | None:
-    """The held-out judgements ``indexer finetune`` recorded beside the model it saved, if it is such a model."""
-    from indexer_feedback.finetune import RECORD
-    from indexer_feedback.judgements import Judgement, qrels_of
+def heldout_from_model(model: str, host: Any = None) -> Heldout | None:
+    """The held-out judgements a plugin keeps for ``model`` (the ``heldout_judgements`` hook; first answer wins)."""
+    from indexer.plugins import get_host
 
-    record = Path(model) / RECORD
-    if not record.is_file():
-        return None
-    heldout = json.loads(record.read_text()).get("heldout", [])
-    queries, qrels = qrels_of(Judgement(j["query"], j["query_id"], j["doc_id"], j["doc_id"], j["relevance"])
-                              for j in heldout)
-    return Heldout(queries, qrels, f"the held-out pairs recorded in {record}") if qrels else None
+    return (host or get_host()).hook.heldout_judgements(model=model)
 
 
 def heldout_from_files(qrels: str, queries: str) -> Heldout:
+    """Judgements from a BEIR/TREC qrels file and the queries file its query ids refer to (``--qrels``, ``--queries``)."""
     from indexer.metrics import read_qrels
     from indexer.retrieval import read_queries
 
@@ -118,25 +124,28 @@ class ReembedOutcome:
 
 
 def reembed(config: BuildConfig, from_table: str | None = None, *, promote_if_better: bool = False,
-            metric: str = "recall@10", heldout: Heldout | None = None, min_gain: float = 0.0) -> ReembedOutcome:
+            metric: str = "recall@10", heldout: Heldout | None = None, min_gain: float = 0.0,
+            host: Any = None) -> ReembedOutcome:
     """Re-embed the chunks stored for ``from_table`` (a table or alias; None: the alias ``current``, else the only
     table) with ``config.model`` into a new table,
     score both on held-out judgements and, with ``promote_if_better``, point the alias ``current`` at the new
-    table only when ``metric`` rose by more than ``min_gain``."""
+    table only when ``metric`` rose by more than ``min_gain``. Without ``heldout``, the judgements a plugin keeps
+    for ``config.model`` (:func:`heldout_from_model`) are used."""
     from indexer import pipeline
     from indexer.retrieval import resolve_table
+    from indexer.state import WorkDir
 
     if metric not in METRICS:
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)} (got {metric!r})")
     work = WorkDir(config.work_path)
     source_table = resolve_table(config.db, from_table, work_dir=str(work.root))
-    heldout = heldout or heldout_from_model(config.model)
+    heldout = heldout or heldout_from_model(config.model, host)
     alias_before = work.aliases().get(ALIAS)
     if alias_before is None:
         # Searches without --table went to the only table; once a second one exists they must keep going there.
         work.set_alias(ALIAS, source_table)
         alias_before = source_table
-    summary = pipeline.reembed(config, source_table)
+    summary = pipeline.reembed(config, source_table, host)
     out = ReembedOutcome(summary, source_table, summary.table, metric=metric, alias_before=alias_before,
                          alias_after=alias_before)
     if summary.table == source_table:
@@ -173,6 +182,8 @@ def _eval_file(work: WorkDir, table: str) -> Path:
 
 
 def _record_eval(work: WorkDir, table: str, out: ReembedOutcome) -> None:
+    from indexer.state import atomic_write_text
+
     atomic_write_text(_eval_file(work, table), json.dumps({"time": time.time(), "against": out.from_table, "heldout": out.heldout,
                                         "before": out.before, "after": out.after}, indent=1))
 
@@ -185,7 +196,7 @@ def _record_eval(work: WorkDir, table: str, out: ReembedOutcome) -> None:
 def _tables(db: str) -> list[dict[str, Any]]:
     from indexer.plugins import get_host
 
-    return get_host().component("sink", "lancedb")(db=db, table="").tables()
+    return get_host().component("sink", SINK)(db=db, table="").tables()
 
 
 def set_alias(db: str, alias: str, table: str, work_dir: str | None = None) -> str:
@@ -245,7 +256,7 @@ def prune(db: str, tables: list[str] | None = None, *, dry_run: bool = False, wo
         doomed = sorted(set(existing) - kept)
     if dry_run:
         return doomed
-    sink = get_host().component("sink", "lancedb")(db=db, table="")
+    sink = get_host().component("sink", SINK)(db=db, table="")
     for name in doomed:
         sink.delete_table(name)
         shutil.rmtree(work.root / "tables" / name, ignore_errors=True)
