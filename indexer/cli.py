@@ -226,10 +226,20 @@ def info(db, as_json) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
-def plugins(as_json) -> None:
+@click.option("--options", "options", is_flag=True,
+              help="Every component's options (--option KIND.NAME=VALUE, [options.KIND] in TOML): name, type, default, "
+                   "bounds, secret, description; and the environment variables a component reads.")
+def plugins(as_json, options) -> None:
     """Installed plugins, the hooks they implement and the components they register."""
     from indexer.plugins import get_host
 
+    if options:
+        described = get_host().describe_options()
+        if as_json:
+            click.echo(json.dumps(described, indent=1))
+        else:
+            _print_options(described)
+        return
     described = get_host().describe()
     if as_json:
         click.echo(json.dumps(described, indent=1))
@@ -241,6 +251,40 @@ def plugins(as_json) -> None:
             for name in names:
                 about = p["about"].get(f"{kind}:{name}")
                 click.echo(f"  {kind} {name}" + (f": {about}" if about else ""))
+
+
+def _print_options(described: list[dict[str, Any]]) -> None:
+    """One block per component: a row per option, columns aligned within the block."""
+    columns = ("name", "type", "default", "bounds", "secret", "description")
+    for c in described:
+        prefix = c["name"] if c["kind"] == "sink" else c["kind"]
+        how = f"; --option {prefix}.NAME=VALUE" if c["kind"] != "feedback_store" else ""
+        click.echo(click.style(f"{c['kind'].replace('_', ' ')} {c['name']}", bold=True) + f"  (plugin {c['plugin']}{how})")
+        for title, rows in (("options", c["options"]), ("environment", c["environment"])):
+            if title == "environment" and not rows:
+                continue
+            if not rows:
+                click.echo("  no options")
+                continue
+            if title == "environment":
+                click.echo("  read from the environment:")
+            cells = [[_cell(r, k) for k in columns] for r in rows]
+            if title == "environment":
+                cells = [[r["env"][0] if r["env"] else r["name"], *cell[1:]] for r, cell in zip(rows, cells)]
+            heads = ("variable" if title == "environment" else "name", *columns[1:])
+            widths = [max(len(k), *(len(row[i]) for row in cells)) for i, k in enumerate(heads[:-1])]
+            click.echo("  " + "  ".join(k.ljust(w) for k, w in zip(heads, widths)) + "  description")
+            for row in cells:
+                click.echo("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row[key]
+    if key == "secret":
+        return "secret" if value else ""
+    if key == "default":
+        return "-" if value is None else json.dumps(value) if isinstance(value, (bool, list)) else str(value)
+    return str(value)
 
 
 # -- model versions: re-embed into a new table, aliases, pruning (indexer.versions) ----------------------------

@@ -3,7 +3,9 @@ batching, validation and bookkeeping live here, once.
 
 Component classes are constructed from configuration (keyword arguments that mirror CLI flags / TOML keys) and
 must be cheap to construct: heavy work (loading a model, opening a database) happens on first use, and
-``check()`` validates configuration before any work starts.
+``check()`` validates configuration before any work starts. A component's own options (``--option KIND.NAME``)
+are declared once, as the dataclass :attr:`Component.Options` (:mod:`indexer.options`); the base constructor parses
+the keyword arguments it does not take itself into ``self.options``, so an unknown or ill-typed one fails there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from indexer.options import NoOptions, Options, option, option_owner
 from indexer.types import BadRecord, Chunk, Document, ModelInfo, Shard
 
 if TYPE_CHECKING:  # state imports pyarrow, which `indexer --help` must not load
@@ -45,19 +48,50 @@ class FieldMapping:
 
 class Component(ABC):
     """What every plugin component declares: a one-line ``description`` (shown by ``indexer plugins``; the
-    docstring's first line when empty)."""
+    docstring's first line when empty), the ``name`` it is registered under (for messages) and its
+    :class:`~indexer.options.Options` (``indexer plugins --options`` lists them)."""
 
     description: ClassVar[str] = ""
+    #: The name it is registered under; messages name the component by it (the class name when empty).
+    name: ClassVar[str] = ""
+    #: The options it takes (``--option KIND.NAME=VALUE``): a frozen dataclass of :func:`indexer.options.option`.
+    Options: ClassVar[type[Options]] = NoOptions
+    #: Which kind of component it is, in messages ("embedder"); set by each base class.
+    component_kind: ClassVar[str] = ""
+    #: Settings it reads from environment variables rather than ``--option`` (the Modal app's), when it has any:
+    #: ``indexer plugins --options`` lists them with their variables.
+    environment: ClassVar[type[Options] | None] = None
+
+    @classmethod
+    def option_owner(cls) -> str:
+        """How messages about its options name it: ``tei embedder``, ``lancedb`` (a sink, as ``--option`` names it)."""
+        return option_owner(cls.component_kind, cls.name or cls.__name__)
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any]) -> Options:
+        """``options`` as the declared :attr:`Options`; :class:`~indexer.errors.ConfigError` for a bad one."""
+        return cls.Options.parse(options, owner=cls.option_owner())
+
+
+@dataclass(frozen=True)
+class SourceOptions(Options):
+    """Every source takes ``shard_size`` (the ``--shard-size`` flag); one that cuts no inputs ignores it."""
+
+    shard_size: str | None = option(None, "how big an input may be before it is cut into shards (--shard-size: "
+                                          "64MB, 512KiB, 100000rows)")
 
 
 class Source(Component):
     """Reads a corpus as shards of records. Subclasses implement :meth:`shards` and :meth:`records`;
     the base maps fields, validates and reports bad records."""
 
+    component_kind = "source"
+    Options = SourceOptions
+
     def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
         self.uri = uri
         self.mapping = mapping or FieldMapping()
-        self.options = options
+        self.options = self.parse_options(options)
 
     @classmethod
     def can_read(cls, uri: str) -> bool:
@@ -165,6 +199,8 @@ class Chunker(Component):
     :param boundaries: ``"token"``, ``"sentence"`` or ``"paragraph"``: where a chunk prefers to end.
     """
 
+    component_kind = "chunker"
+
     def __init__(
         self,
         tokenizer: Any,
@@ -182,7 +218,7 @@ class Chunker(Component):
         self.min_tokens = min_tokens
         self.boundaries = boundaries
         self.tokenizer_key = tokenizer_key
-        self.options = options
+        self.options = self.parse_options(options)
 
     def check(self) -> None:
         """Raise :class:`indexer.errors.ConfigError` for settings that cannot work."""
@@ -225,15 +261,27 @@ class Chunker(Component):
 # --------------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class EmbedderOptions(Options):
+    """What every embedder takes; an embedder's own declaration subclasses it."""
+
+    max_batch_size: int = option(512, "most chunks per batch, however short they are", ge=1)
+
+
 class Embedder(Component):
     """Turns chunks into vectors. Subclasses implement :meth:`embed_batch` (and :meth:`load`/:attr:`info`);
     the base sorts chunks by token count, packs them into batches under a padded-token budget and returns
     vectors in input order.
 
     :param model: a model id or path.
+    :param device, precision: the build's ``--device`` and ``--precision`` (an embedder that does not choose them
+        accepts them and checks what it can).
     :param batch_tokens: padded tokens per batch (batch size x longest chunk in it); ``None`` leaves it to
         :meth:`token_budget` (:attr:`default_batch_tokens`, or what a subclass picks for its device).
     """
+
+    component_kind = "embedder"
+    Options = EmbedderOptions
 
     #: vectors per chunk: "dense" (one) or "multivector" (one per token, late interaction).
     kind: ClassVar[str] = "dense"
@@ -245,11 +293,14 @@ class Embedder(Component):
     #: its model over the network (a TEI server, Modal GPUs). A ``remote`` executor runs only portable embedders.
     portable: ClassVar[bool] = False
 
-    def __init__(self, model: str, *, batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
+    def __init__(self, model: str, *, device: str = "auto", precision: str = "auto", batch_tokens: int | None = None,
+                 **options: Any):
         self.model = model
+        self.device = device
+        self.precision = precision
         self.batch_tokens = batch_tokens
-        self.max_batch_size = max_batch_size
-        self.options = options
+        self.options = self.parse_options(options)
+        self.max_batch_size = self.options.max_batch_size
 
     def check(self) -> None:
         """Raise :class:`indexer.errors.ConfigError` when the model cannot be found. Called before any work."""
@@ -373,10 +424,12 @@ class Sink(Component):
     #: :meth:`search_texts`, ``hybrid`` both.
     search_modes: ClassVar[tuple[str, ...]] = ("dense",)
 
+    component_kind = "sink"
+
     def __init__(self, *, db: str, table: str, **options: Any):
         self.db = db
         self.table = table
-        self.options = options
+        self.options = self.parse_options(options)
 
     def check(self) -> None:
         """Raise :class:`indexer.errors.ConfigError` when the destination cannot be written."""
@@ -467,10 +520,11 @@ class Executor(Component):
     #: Whether its workers run where none of this machine's files are (containers, another cluster): the pipeline
     #: then refuses, before any work, an embedder that is not :attr:`Embedder.portable`.
     remote: ClassVar[bool] = False
+    component_kind = "executor"
 
     def __init__(self, *, workers: int | None = None, **options: Any):
         self.workers = workers
-        self.options = options
+        self.options = self.parse_options(options)
 
     def check(self) -> None:
         """Raise :class:`indexer.errors.ConfigError` when this executor cannot run here. Subclasses extend it."""
@@ -554,9 +608,11 @@ class FeedbackPair:
 class FeedbackStore(Component):
     """Keeps (query → relevant passage) pairs for fine-tuning."""
 
+    component_kind = "feedback_store"
+
     def __init__(self, *, db: str, **options: Any):
         self.db = db
-        self.options = options
+        self.options = self.parse_options(options)
 
     @abstractmethod
     def add(self, pairs: Iterable[FeedbackPair]) -> int:

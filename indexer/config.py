@@ -1,15 +1,16 @@
 """Build configuration: one dataclass that the CLI flags, the TOML file and the Python API all fill.
 
 A TOML file uses the same names as the flags (underscores for dashes), and ``[options.<kind>]`` tables for
-component-specific options::
+component-specific options (each component declares its own, :mod:`indexer.options`; ``indexer plugins --options``
+lists them)::
 
     source = "data/demo/wiki-demo.jsonl"
     model = "sentence-transformers/all-MiniLM-L6-v2"
     max_tokens = 200
     overlap = 32
 
-    [options.embedder]
-    precision = "exact"
+    [options.lancedb]
+    ann_min_rows = 50_000
 
 Precedence: flags given on the command line > environment (``INDEXER_DB``, ``INDEXER_MODEL``,
 ``INDEXER_WORK_DIR``) > the TOML file > defaults.
@@ -141,26 +142,3 @@ def parse_shard_size(value: str | int) -> tuple[int, str]:
     if unit in _SIZE_UNITS and n * _SIZE_UNITS[unit] >= 1:
         return int(n * _SIZE_UNITS[unit]), "bytes"
     raise ConfigError(f"--shard-size {value!r}: give a size such as 64MB, 512KiB or 1GB, or a row count such as 100000rows")
-
-
-def option_bool(owner: str, name: str, value: Any) -> bool:
-    """A plugin option that must be true or false; strings such as "yes"/"0" come from the API or ``--option``."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{owner} option {name} must be true or false (got {value!r})")
-
-
-def option_int(owner: str, name: str, value: Any, *, minimum: int) -> int:
-    """A plugin option that must be a whole number >= ``minimum`` ("100_000" and "100,000" are accepted)."""
-    try:
-        number = int(str(value).replace("_", "").replace(",", ""))
-    except ValueError:
-        raise ConfigError(f"{owner} option {name} must be a whole number (got {value!r})") from None
-    if number < minimum:
-        raise ConfigError(f"{owner} option {name} must be at least {minimum} (got {number})")
-    return number

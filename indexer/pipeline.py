@@ -42,6 +42,7 @@ from indexer.components import Chunker, Embedder, Executor, FieldMapping, Sink, 
 from indexer.config import DEFAULT_MODEL, BuildConfig
 from indexer.errors import ConfigError, IndexerError
 from indexer.memory import limit_malloc_arenas, return_freed_memory
+from indexer.options import check_build_options
 from indexer.plugins import Host, get_host
 from indexer.progress import progress_bar
 from indexer.state import (Location, StoredVectors, WorkDir, atomic_path, atomic_write_text, new_run_id, short_hash,
@@ -116,6 +117,20 @@ def detect_source(uri: str, host: Host) -> str:
     return matches[0]
 
 
+def check_options(config: BuildConfig, host: Host, *, with_source: bool = True) -> None:
+    """Every ``--option`` table parsed against its component's declaration, before any component is made: an
+    unknown or ill-typed option fails here, naming the component's known options."""
+    if not config.options:
+        return
+    names = {"embedder": ("embedder", config.embedder), "chunker": ("chunker", config.chunker),
+             "executor": ("executor", config.executor), **{name: ("sink", name) for name in config.sinks}}
+    if with_source and config.source:
+        names["source"] = ("source", config.source_type or detect_source(config.source, host))
+    check_build_options(config.options, {table: (kind, name, host.component(kind, name))
+                                         for table, (kind, name) in names.items()},
+                        elsewhere=host.registry("sink").names())
+
+
 def make_embedder(config: BuildConfig, host: Host) -> Embedder:
     cls = host.component("embedder", config.embedder)
     if config.batch_tokens is not None and config.batch_tokens < 1:
@@ -187,7 +202,9 @@ def plan_build(config: BuildConfig, host: Host | None = None, *, from_chunkset: 
     config = apply_late_interaction(config, host)
     for name in config.sinks:
         host.component("sink", name)  # unknown names fail here, listing the known ones
+    host.component("executor", config.executor)
     check_executor_runs_embedder(config, host)
+    check_options(config, host, with_source=from_chunkset is None)
     embedder = make_embedder(config, host)
     embedder.check()
     source = chunker = None

@@ -104,6 +104,20 @@ class Host:
     def component(self, kind: str, name: str) -> type:
         return self.registries[kind].get(name)
 
+    def describe_options(self) -> list[dict[str, Any]]:
+        """Every registered component's declared options (``indexer plugins --options``): kind, name, plugin, the
+        rows of :meth:`indexer.options.Options.describe`, and the settings it reads from the environment."""
+        from indexer.options import NoOptions
+
+        out = []
+        for kind, reg in self.registries.items():
+            for r in sorted(reg.entries.values(), key=lambda r: r.name):
+                environment = getattr(r.cls, "environment", None)
+                out.append({"kind": kind, "name": r.name, "plugin": r.plugin,
+                            "options": getattr(r.cls, "Options", NoOptions).describe(),
+                            "environment": environment.describe() if environment else []})
+        return out
+
     def describe(self) -> list[dict[str, Any]]:
         """Every loaded plugin with its hooks and the components it registers."""
         out = []

@@ -10,11 +10,13 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from indexer.components import Chunker
 from indexer.hookspecs import hookimpl
+from indexer.options import Options, option
 from indexer.types import Chunk, Document, chunk_id, content_hash
 
 # A cut is allowed right after a match's end: the cut falls before the first token that starts at or after it.
@@ -22,19 +24,26 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 
 
+@dataclass(frozen=True)
+class TokenChunkerOptions(Options):
+    batch_docs: int = option(256, "documents tokenised together (one encode_batch call)", ge=1)
+
+
 class TokenChunker(Chunker):
     """Windows of at most ``max_tokens`` content tokens, ``overlap`` tokens shared between neighbours.
 
-    Keyword arguments (besides the base's ``tokenizer, max_tokens, overlap, min_tokens, boundaries,
-    tokenizer_key``): ``batch_docs`` (documents per ``encode_batch`` call in :meth:`chunk_many`, default 256).
+    Besides the base's settings it takes the options :class:`TokenChunkerOptions`.
 
     The tokenizer is never modified: when it truncates or pads (MiniLM's tokenizer.json truncates at 128), a
     private copy without truncation and padding is used, since either would silently drop or invent tokens.
     """
 
-    def __init__(self, tokenizer: Any, *, batch_docs: int = 256, **kwargs: Any):
+    name = "token"
+    Options = TokenChunkerOptions
+
+    def __init__(self, tokenizer: Any, **kwargs: Any):
         super().__init__(tokenizer, **kwargs)
-        self.batch_docs = batch_docs
+        self.batch_docs = self.options.batch_docs
         self._encoder: Any = None
 
     def check(self) -> None:
@@ -45,8 +54,6 @@ class TokenChunker(Chunker):
             raise ConfigError(
                 f"the token chunker needs a fast tokenizer (tokenizers.Tokenizer), got {type(self.tokenizer).__name__}"
             )
-        if self.batch_docs < 1:
-            raise ConfigError(f"batch_docs must be at least 1 (got {self.batch_docs})")
 
     # ----------------------------------------------------------------------------------------------------------
 
@@ -191,6 +198,8 @@ class TokenChunker(Chunker):
 class DocumentChunker(TokenChunker):
     """One chunk per document, holding the whole text. The embedder sees the first ``max_tokens`` tokens, as
     sentence-transformers would after truncation; ``token_count`` counts those."""
+
+    name = "document"
 
     def _chunks(self, doc: Document, enc: Any, key: str) -> list[Chunk]:
         n = min(len(enc), self.max_tokens)

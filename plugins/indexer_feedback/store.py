@@ -64,6 +64,7 @@ class LanceDBFeedbackStore(FeedbackStore):
     """Feedback pairs in the LanceDB table ``_feedback`` of ``db``; (query, positive id) is the key."""
 
     description = "LanceDB table _feedback in the index's database"
+    name = "lancedb"
 
     def __init__(self, *, db: str, table: str = TABLE, **options: Any):
         super().__init__(db=db, **options)

@@ -14,6 +14,7 @@ import click
 
 from indexer.hookspecs import hookimpl
 
+from .publish import PublishSettings
 from .sink import HubSink
 
 __all__ = ["HubSink"]
@@ -30,26 +31,31 @@ def register_commands(cli):
     cli.add_command(import_)
 
 
+def settings_flags(command):
+    """One flag per :class:`PublishSettings` option (``repo_id`` -> ``--repo-id``), with its declared description and
+    default: the ``publish`` command and the ``hub`` sink's ``--option hub.NAME`` take the same declaration."""
+    types = {"int": click.INT, "float": click.FLOAT}
+    for row in reversed(PublishSettings.describe()):
+        flag = "--" + row["name"].replace("_", "-")
+        default = "" if row["default"] in (None, "", False) else f" (default: {row['default']})"
+        if row["type"] == "bool":
+            command = click.option(flag, is_flag=True, default=None, help=row["description"] + ".")(command)
+        else:
+            command = click.option(flag, type=types.get(row["type"], str), required=row["name"] == "repo_id",
+                                   help=row["description"] + default + ".")(command)
+    return command
+
+
 @click.command()
 @click.option("--db", envvar="INDEXER_DB", default="index.lancedb", show_default=True)
 @click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
-@click.option("--repo-id", required=True, help="Dataset repository user/name (created when missing).")
-@click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its visibility).")
-@click.option("--revision", default="main", show_default=True, help="Branch to commit to (created when missing).")
-@click.option("--license", help="License id for the card, e.g. cc-by-sa-4.0 (the demo corpus's).")
-@click.option("--dry-run", is_flag=True, help="Write the folder and print the commit plan; no network.")
-@click.option("--out", type=click.Path(file_okay=False), help="Dataset folder (default: <db>/_indexer/hub/<table>/dataset).")
-@click.option("--max-shard-mb", type=float, default=500, show_default=True, help="Most data per parquet file (MB in memory).")
-@click.option("--commit-files", type=int, default=50, show_default=True, help="Most files per commit.")
-@click.option("--commit-mb", type=float, default=10_000, show_default=True, help="Most MB per commit.")
-@click.option("--source-name", help="NAME[@REVISION] of the source dataset for the card (default: from the build).")
-@click.option("--pretty-name", help="Title of the dataset card.")
+@settings_flags
 def publish(db, table, **settings) -> None:
     """Publish a built table as a Hugging Face dataset: parquet files, a dataset card, uploaded in commits
     (reruns skip files already uploaded). Token: HF_TOKEN or `hf auth login`."""
     from .publish import PublishSettings, publish_table
 
-    publish_table(db, table, PublishSettings(**settings))
+    publish_table(db, table, PublishSettings.from_options(settings))
 
 
 @click.command("import")

@@ -8,7 +8,6 @@ and cannot disagree with a sidecar file.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,6 @@ SIZE_CATEGORIES = [
     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
     (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T"),
 ]
-# Embedder options that may carry endpoints or credentials stay out of a public card ("batch_tokens" stays).
-PRIVATE_OPTION = re.compile(r"(^|_)(token|secret|password|passwd|key|apikey|auth|authorization|bearer|url|endpoint|"
-                            r"headers?|host)($|_)", re.IGNORECASE)
 
 
 def size_category(rows: int) -> str:
@@ -61,14 +57,14 @@ def describe_source(identity: str | None, override: str | None = None) -> dict[s
 
 
 def public_meta(meta: dict[str, Any], table: str, source_name: str | None = None) -> dict[str, Any]:
-    """The table's metadata as it goes on a public card: no local paths, no endpoints."""
+    """The table's metadata as it goes on a public card: no local paths, no options the embedder declares secret
+    (credentials, private endpoints)."""
     model = dict(meta["model"])
     model["name"] = public_model_name(model["name"])
     embedder = dict(meta.get("embedder") or {})
     if embedder:
         embedder["model"] = public_model_name(str(embedder.get("model", model["name"])))
-        embedder["options"] = {k: v for k, v in sorted((embedder.get("options") or {}).items())
-                               if not PRIVATE_OPTION.search(k)}
+        embedder["options"] = public_options(str(embedder.get("name", "")), embedder.get("options") or {})
     return {
         "format": CARD_FORMAT,
         "table": table,
@@ -78,6 +74,20 @@ def public_meta(meta: dict[str, Any], table: str, source_name: str | None = None
         "chunkset": meta.get("chunkset"),
         "source": describe_source(meta.get("source"), source_name),
     }
+
+
+def public_options(embedder: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The recorded options of ``embedder`` without those its declaration marks secret. The build's own settings
+    (``device``, ``precision``, ``batch_tokens``) are not secret; an embedder that is not installed here cannot say
+    which of its options are, so none of them go on the card."""
+    from indexer.plugins import get_host
+
+    try:
+        declared = get_host().component("embedder", embedder).Options
+    except ConfigError:
+        options = {k: v for k, v in options.items() if k in ("device", "precision", "batch_tokens")}
+        return dict(sorted(options.items()))
+    return {k: v for k, v in sorted(options.items()) if k not in declared.secret_names()}
 
 
 def build_card(indexer_meta: dict[str, Any], stats: Stats, *, repo_id: str, license: str | None,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexer.config import option_bool
 from indexer.errors import ConfigError
 from indexer.log import get_logger
+from indexer.options import Options, option
 
 from . import upload as up
 from .card import build_card, public_meta, read_card
@@ -22,50 +22,30 @@ LICENSE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 log = get_logger("hub")
 
 
-@dataclass
-class PublishSettings:
-    """What ``indexer publish`` flags and ``--option hub.NAME=VALUE`` set.
+@dataclass(frozen=True)
+class PublishSettings(Options):
+    """What ``indexer publish`` flags and ``--option hub.NAME=VALUE`` set: the ``hub`` sink's options."""
 
-    :param repo_id: ``user/name`` of the dataset repository.
-    :param out: the folder the dataset is written to before upload (kept: a rerun overwrites it).
-    :param max_shard_mb: the most data per parquet file, in MB of Arrow memory (files are smaller, compressed).
-    :param commit_files: the most files per commit; ``commit_mb`` the most MB.
-    :param source_name: ``NAME[@REVISION]`` of the source dataset for the card, when the build read local files.
-    """
-
-    repo_id: str = ""
-    private: bool = False
-    revision: str = "main"
-    license: str | None = None
-    dry_run: bool = False
-    out: str | None = None
-    max_shard_mb: float = DEFAULT_MAX_FILE_MB
-    commit_files: int = up.DEFAULT_COMMIT_FILES
-    commit_mb: float = up.DEFAULT_COMMIT_BYTES / 1e6
-    source_name: str | None = None
-    pretty_name: str | None = None
+    repo_id: str = option("", "user/name of the dataset repository (created when missing); required")
+    private: bool = option(False, "create the repository private (an existing one keeps its visibility)")
+    revision: str = option("main", "branch to commit to (created when missing)")
+    license: str | None = option(None, "license id for the card, e.g. cc-by-sa-4.0")
+    dry_run: bool = option(False, "write the folder and print the commit plan; no network")
+    out: str | None = option(None, "the dataset folder written before upload, kept: a rerun overwrites it "
+                                   "(default: <work dir>/hub/<table>/dataset)")
+    max_shard_mb: float = option(DEFAULT_MAX_FILE_MB, "most data per parquet file, in MB of Arrow memory (files "
+                                 "are smaller, compressed)", gt=0)
+    commit_files: int = option(up.DEFAULT_COMMIT_FILES, "most files per commit (the Hub recommends under 100)",
+                               ge=1, le=1000)
+    commit_mb: float = option(round(up.DEFAULT_COMMIT_BYTES / 1e6), "most MB per commit", gt=0)
+    source_name: str | None = option(None, "NAME[@REVISION] of the source dataset for the card (default: from the "
+                                     "build; give it when the build read local files)")
+    pretty_name: str | None = option(None, "title of the dataset card")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "PublishSettings":
-        """From ``--option hub.NAME=VALUE`` pairs (values arrive as JSON or strings)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(f"unknown hub option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(options)
-        for name in ("private", "dry_run"):
-            if name in values:
-                values[name] = option_bool("hub", name, values[name])
-        for name, kind in (("max_shard_mb", float), ("commit_mb", float), ("commit_files", int)):
-            if name in values:
-                try:
-                    values[name] = kind(values[name])
-                except (TypeError, ValueError):
-                    raise ConfigError(f"hub option {name} must be a number (got {values[name]!r})") from None
-        for name in ("repo_id", "revision", "license", "out", "source_name", "pretty_name"):
-            if values.get(name) is not None:
-                values[name] = str(values[name])
-        return cls(**values)
+        """From ``--option hub.NAME=VALUE`` pairs or the ``publish`` command's flags (``None``: not given)."""
+        return cls.parse({k: v for k, v in options.items() if v is not None}, owner="hub")
 
     def check(self) -> None:
         from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -81,10 +61,6 @@ class PublishSettings:
             raise ConfigError(f"license {self.license!r} is not a Hub license id (lowercase, e.g. cc-by-sa-4.0, mit, apache-2.0)")
         if not self.revision or any(c.isspace() for c in self.revision):
             raise ConfigError(f"revision {self.revision!r} is not a branch name")
-        if self.max_shard_mb <= 0 or self.commit_mb <= 0:
-            raise ConfigError("max_shard_mb and commit_mb must be positive")
-        if not 1 <= self.commit_files <= 1000:
-            raise ConfigError(f"commit_files must be between 1 and 1000 (got {self.commit_files}); the Hub recommends under 100")
         if self.out and os.path.exists(self.out) and not os.path.isdir(self.out):
             raise ConfigError(f"--out {self.out} is a file; give a folder")
         if not self.dry_run:

@@ -21,16 +21,16 @@ from .publish import PublishSettings, finish, write_folder
 
 
 class HubSink(Sink):
-    """Publishes the table as a Hugging Face dataset when the run ends. Options (``--option hub.NAME=VALUE``) are
-    the fields of :class:`indexer_hub.publish.PublishSettings`: ``repo_id`` (required), ``private``,
-    ``revision``, ``license``, ``dry_run``, ``out``, ``max_shard_mb``, ``commit_files``, ``commit_mb``,
-    ``source_name``, ``pretty_name``."""
+    """Publishes the table as a Hugging Face dataset when the run ends. Its options (``--option hub.NAME=VALUE``)
+    are :class:`indexer_hub.publish.PublishSettings`, which ``indexer publish`` takes as flags."""
 
     description: ClassVar[str] = "Hugging Face Hub dataset: parquet files and a dataset card, uploaded at the end"
+    name = "hub"
+    Options = PublishSettings
 
     def __init__(self, *, db: str, table: str, **options: Any):
-        super().__init__(db=db, table=table)
-        self.settings = PublishSettings.from_options(options)
+        super().__init__(db=db, table=table, **options)
+        self.settings: PublishSettings = self.options
         self._model: ModelInfo | None = None
         self._meta: dict[str, Any] | None = None
 

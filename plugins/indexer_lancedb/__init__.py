@@ -16,14 +16,14 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from indexer.config import option_bool, option_int
 from indexer.components import Hit, Sink
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
 from indexer.log import get_logger
+from indexer.options import Options, option
 from indexer.types import ModelInfo
 
 log = get_logger("lancedb")
@@ -42,12 +42,36 @@ ROWS_PER_HNSW_PARTITION = 1_000_000
 QUERY_BATCH = 1024
 # rows per record batch of Sink.scan
 SCAN_BATCH = 4096
-# The full-text index's tokenizer options: sink option -> lancedb.index.FTS argument, default.
-FTS_OPTIONS = {"fts_tokenizer": ("base_tokenizer", "simple"), "fts_language": ("language", "English"),
-               "fts_stem": ("stem", True), "fts_stop_words": ("remove_stop_words", True),
-               "fts_ascii_folding": ("ascii_folding", True), "fts_lower_case": ("lower_case", True),
-               "fts_with_position": ("with_position", False)}
+# The full-text index's tokenizer options: sink option -> lancedb.index.FTS argument.
+FTS_OPTIONS = {"fts_tokenizer": "base_tokenizer", "fts_language": "language", "fts_stem": "stem",
+               "fts_stop_words": "remove_stop_words", "fts_ascii_folding": "ascii_folding",
+               "fts_lower_case": "lower_case", "fts_with_position": "with_position"}
 SCALAR_INDEX_TYPES = ("BTREE", "BITMAP", "LABEL_LIST")
+
+
+@dataclass(frozen=True)
+class LanceDBOptions(Options):
+    ann_min_rows: int = option(100_000, "rows from which close() builds an ANN index; below it flat search is exact "
+                               "and fast", ge=1)
+    index_type: str = option("IVF_HNSW_SQ", f"the ANN index ({', '.join(INDEX_TYPES)}; IVF_HNSW_SQ: no codebook to "
+                             "train, good recall at any size)")
+    rows_per_partition: int = option(0, "rows per IVF partition of the ANN index (0: one HNSW graph per million rows, "
+                                     "lancedb's sizing for other types); past 20 partitions smaller ones trade recall "
+                                     "for speed", ge=0)
+    fts: bool = option(True, "keep a full-text (BM25) index on text for text and hybrid search (false drops it)")
+    fts_tokenizer: str = option("simple", "the full-text index's base tokenizer (simple, whitespace, raw, ngram, icu)")
+    fts_language: str = option("English", "language for stemming and stop words (English, French, German, ...)")
+    fts_stem: bool = option(True, "reduce words to their stem (running -> run)")
+    fts_stop_words: bool = option(True, "leave out the language's stop words")
+    fts_ascii_folding: bool = option(True, "fold accented letters to ASCII (cafe for café)")
+    fts_lower_case: bool = option(True, "case-insensitive matching")
+    fts_with_position: bool = option(False, "store token positions (phrase queries; a bigger index)")
+    scalar_index: tuple[str, ...] = option((), "columns to keep a scalar index on, for fast filters: topic,doc_id; "
+                                           "name:BITMAP for few distinct values, name:LABEL_LIST for a list column "
+                                           "(default BTREE)")
+    metric: str = option("cosine", "only cosine: scores are cosine similarities")
+    refine_factor: int = option(2, "an ANN search re-scores k * refine_factor candidates with the stored vectors, so "
+                                "scores are exact cosine similarities", ge=1)
 
 
 class LanceDBSink(Sink):
@@ -55,26 +79,8 @@ class LanceDBSink(Sink):
 
     :param db: a folder (created when missing) or any lancedb URI.
     :param table: the table name.
-    :param ann_min_rows: rows from which ``close()`` builds an ANN index; below it flat search is exact and fast.
-    :param index_type: the ANN index (``IVF_HNSW_SQ``: no codebook to train, good recall at any size).
-    :param rows_per_partition: rows per IVF partition of the ANN index (0: one HNSW graph per million rows, and
-        lancedb's own sizing for the other index types). A search probes lancedb's default of 20 partitions, so
-        past 20 partitions smaller ones trade recall for speed (``scripts/bench_ann.py`` measures both).
-    :param fts: keep a full-text (BM25) index on ``text`` for text and hybrid search, rebuilt when its tokenizer
-        options change (``fts=false`` drops it).
-    :param fts_tokenizer: lancedb's base tokenizer (``simple``: split on whitespace and punctuation; ``whitespace``,
-        ``raw``, ``ngram``, ``icu``).
-    :param fts_language: language for stemming and stop words (``English``, ``French``, ``German``, ...).
-    :param fts_stem: reduce words to their stem ("running" -> "run").
-    :param fts_stop_words: leave out the language's stop words.
-    :param fts_ascii_folding: fold accented letters to ASCII ("café" -> "cafe").
-    :param fts_lower_case: case-insensitive matching.
-    :param fts_with_position: store token positions (phrase queries; a bigger index).
-    :param scalar_index: columns to keep a scalar index on, for fast filters on big tables: ``"topic,doc_id"``;
-        ``name:BITMAP`` for a column of few distinct values, ``name:LABEL_LIST`` for a list column (default BTREE).
-    :param metric: only ``cosine``: scores are cosine similarities.
-    :param refine_factor: an ANN search fetches ``k * refine_factor`` candidates and re-scores them with the
-        stored vectors, so returned scores are exact cosine similarities (quantized distances are not).
+
+    Its options are :class:`LanceDBOptions`; the full-text index is rebuilt when its tokenizer options change.
     """
 
     description: ClassVar[str] = "LanceDB table (vector, full-text and hybrid search; metadata as columns)"
@@ -84,29 +90,20 @@ class LanceDBSink(Sink):
     vector_kind: ClassVar[str] = "dense"  # what the vector column holds: the embedder's ModelInfo.kind
     other_kind_hint: ClassVar[str] = "with --late-interaction colbert, write to --sink colbert or lancedb-multivector"
 
-    def __init__(
-        self,
-        *,
-        db: str,
-        table: str,
-        ann_min_rows: int = 100_000,
-        index_type: str = "IVF_HNSW_SQ",
-        fts: bool | str = True,
-        metric: str = "cosine",
-        refine_factor: int = 2,
-        rows_per_partition: int = 0,
-        scalar_index: str | list[str] = "",
-        **options: Any,
-    ):
-        self.fts_config = fts_config({name: options.pop(name) for name in FTS_OPTIONS if name in options})
+    name = "lancedb"
+    Options = LanceDBOptions
+
+    def __init__(self, *, db: str, table: str, **options: Any):
         super().__init__(db=db, table=table, **options)
-        self.ann_min_rows = option_int("lancedb", "ann_min_rows", ann_min_rows, minimum=1)
-        self.index_type = str(index_type).upper()
-        self.fts = option_bool("lancedb", "fts", fts)
-        self.scalar_indexes = _scalar_index_option(scalar_index)
-        self.metric = str(metric).lower()
-        self.refine_factor = option_int("lancedb", "refine_factor", refine_factor, minimum=1)
-        self.rows_per_partition = option_int("lancedb", "rows_per_partition", rows_per_partition, minimum=0)
+        o = self.options
+        self.fts_config = {argument: getattr(o, name) for name, argument in FTS_OPTIONS.items()}
+        self.ann_min_rows = o.ann_min_rows
+        self.index_type = o.index_type.upper()
+        self.fts = o.fts
+        self.scalar_indexes = _scalar_index_option(o.scalar_index)
+        self.metric = o.metric.lower()
+        self.refine_factor = o.refine_factor
+        self.rows_per_partition = o.rows_per_partition
         self._conn: Any = None
         self._tbl: Any = None
         self._async_tbl: tuple[int, Any] | None = None  # (version, lancedb AsyncTable) for concurrent text queries
@@ -579,18 +576,8 @@ def filterable_columns(schema: Any) -> list[str]:
     return [f.name for f in columns.metadata_fields(schema)] + own
 
 
-def fts_config(options: dict[str, Any]) -> dict[str, Any]:
-    """lancedb.index.FTS's arguments from the sink's ``fts_*`` options (defaults for those not given)."""
-    config = {}
-    for name, (argument, default) in FTS_OPTIONS.items():
-        value = options.get(name, default)
-        config[argument] = option_bool("lancedb", name, value) if isinstance(default, bool) else str(value)
-    return config
-
-
-def _scalar_index_option(value: str | list[str]) -> dict[str, str]:
-    """``"topic,year:BITMAP"`` (or a list) -> ``{"topic": "BTREE", "year": "BITMAP"}``."""
-    items = value if isinstance(value, list) else str(value).split(",")
+def _scalar_index_option(items: Sequence[str]) -> dict[str, str]:
+    """``("topic", "year:BITMAP")`` -> ``{"topic": "BTREE", "year": "BITMAP"}``."""
     out: dict[str, str] = {}
     for item in (str(i).strip() for i in items):
         if not item:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexer.components import Embedder, usable_cores
+from indexer.components import Embedder, EmbedderOptions, usable_cores
 from indexer.config import DEFAULT_MODEL
 from indexer.errors import ConfigError
 from indexer.log import get_logger
+from indexer.options import option
 from indexer.types import Chunk, ModelInfo
 from indexer_local import gate, int8, kernels
 from indexer_local.model import ModelFiles, load_tokenizer, pool, special_template
@@ -33,8 +35,18 @@ _LENGTH_MULTIPLE = 8
 CPU_BATCH_TOKENS = 4096
 
 
+@dataclass(frozen=True)
+class LocalOptions(EmbedderOptions):
+    query_prompt: str | None = option(None, "prompt name from the model's config_sentence_transformers.json, or "
+                                      "literal text, put before search queries (default: the model's query prompt, "
+                                      "when it has one)")
+    document_prompt: str | None = option(None, "the same for chunks (default: the model's default prompt, or its "
+                                         "document/passage prompt); an empty string turns a prompt off")
+    threads: int | None = option(None, "torch CPU threads (default: every core this process may run on)", ge=1)
+
+
 class LocalEmbedder(Embedder):
-    """A Hugging Face sentence-embedding model on this machine's CPU or GPU.
+    """A Hugging Face sentence-embedding model on this machine's CPU or GPU; its options are :class:`LocalOptions`.
 
     :param model: a local folder, or a Hub id found in the Hugging Face cache (no download happens here).
     :param device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -42,35 +54,18 @@ class LocalEmbedder(Embedder):
         fp32; int8 on CPUs where it is faster still, but only once :meth:`settle` has found that int8 ranks a
         sample of the corpus as fp32 does), ``fast`` (half precision even where the hardware has no native
         support for it), ``exact`` (fp32), or an explicit ``fp32``/``bf16``/``fp16``/``int8`` (int8: CPU only).
-    :param query_prompt: prompt name from the model's ``config_sentence_transformers.json``, or literal text,
-        put before search queries; ``None`` uses the model's ``query`` prompt when it has one.
-    :param document_prompt: the same for chunks; ``None`` uses the model's default prompt, or its
-        ``document``/``passage`` prompt. ``""`` turns a prompt off.
-    :param threads: torch CPU threads; ``None`` uses every core this process may run on.
     :param batch_tokens: padded tokens per batch; ``None``: 4,096 on a CPU, 16,384 on a GPU.
     """
 
     description = "Hugging Face sentence-embedding model run locally with transformers (CPU, CUDA, MPS)"
+    name = "local"
+    Options = LocalOptions
 
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        *,
-        device: str = "auto",
-        precision: str = "auto",
-        query_prompt: str | None = None,
-        document_prompt: str | None = None,
-        threads: int | None = None,
-        batch_tokens: int | None = None,
-        max_batch_size: int = 512,
-        **options: Any,
-    ):
-        super().__init__(model, batch_tokens=batch_tokens, max_batch_size=max_batch_size, **options)
-        self.device = device
-        self.precision = precision
-        self.query_prompt = query_prompt
-        self.document_prompt = document_prompt
-        self.threads = threads
+    def __init__(self, model: str = DEFAULT_MODEL, **options: Any):
+        super().__init__(model, **options)
+        self.query_prompt = self.options.query_prompt
+        self.document_prompt = self.options.document_prompt
+        self.threads = self.options.threads
         self._files: ModelFiles | None = None
         self._tokenizer = None
         self._net = None  # the loaded transformers model
@@ -91,8 +86,6 @@ class LocalEmbedder(Embedder):
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N (got {self.device!r})")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be at least 1 (got {self.threads})")
         if self.precision == "int8":
             _check_int8(self.device)
         self.files().check()

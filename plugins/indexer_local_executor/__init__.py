@@ -7,19 +7,27 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from indexer.components import Executor, shard_failure, usable_cores
-from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
+from indexer.options import NoOptions
 
 
 class LocalExecutor(Executor):
     """Runs every job in this process, in order. The embedder stays loaded between shards."""
 
+    name = "local"
+
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> Iterator[Any]:
         for job in jobs:
             yield fn(job)
+
+
+@dataclass(frozen=True)
+class ProcessOptions(NoOptions):
+    hint = "set the number of processes with --workers"
 
 
 class ProcessExecutor(Executor):
@@ -39,16 +47,12 @@ class ProcessExecutor(Executor):
     """
 
     description = "worker processes on this machine, one shard per worker at a time"
+    name = "processes"
+    Options = ProcessOptions
 
     def __init__(self, *, workers: int | None = None, **options: Any):
         super().__init__(workers=workers, **options)
         self._pool: Any = None
-
-    def check(self) -> None:
-        if self.options:
-            raise ConfigError(f"the processes executor takes no options (got {', '.join(sorted(self.options))}); "
-                              "set the number of processes with --workers")
-        super().check()
 
     @property
     def processes(self) -> int:

@@ -12,11 +12,13 @@ Modal has the same key as one made through any other TEI server of the same mode
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from indexer.components import Embedder
+from indexer.components import Embedder, EmbedderOptions
 from indexer.config import DEFAULT_MODEL
 from indexer.errors import ConfigError
+from indexer.options import option
 from indexer.types import Chunk, ModelInfo
 
 from indexer_modal.remote import call_local, modal_errors
@@ -25,30 +27,32 @@ from indexer_modal.settings import ModalSettings
 _LOCAL_SERVERS: dict[tuple[str, str], Any] = {}  # (model, revision) → TEIServer object, for run=local
 
 
+@dataclass(frozen=True)
+class ModalTEIOptions(EmbedderOptions):
+    revision: str = option("", "a branch, tag or commit of the model (default: main)")
+
+
 class ModalTEIEmbedder(Embedder):
     """Embeds through the ``TEIServer`` GPU class of the Modal app (``modal deploy -m indexer_modal.app``).
 
     :param model: the Hub model id TEI serves (a container pool per model).
-    :param revision: a branch, tag or commit of that model.
     :param batch_tokens: padded tokens per batch sent to a GPU container.
+    :param device: accepted like every embedder's; the GPU type is the app's setting (``INDEXER_MODAL_GPU``).
     """
 
     description = "TEI on Modal GPUs: batches .map-ed over the indexer_modal app's TEIServer containers"
     portable = True  # the model is in the GPU containers, reached through Modal
+    name = "modal-tei"
+    Options = ModalTEIOptions
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, revision: str = "", device: str = "auto",
-                 precision: str = "auto", batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
-        super().__init__(model, batch_tokens=batch_tokens, max_batch_size=max_batch_size, **options)
-        self.revision = revision  # device: accepted like every embedder's; the GPU type is the app's setting
-        self.precision = precision
+    def __init__(self, model: str = DEFAULT_MODEL, **options: Any):
+        super().__init__(model, **options)
+        self.revision = self.options.revision
         self._server: Any = None
         self._described: dict[str, Any] | None = None
         self._tokenizer: Any = None
 
     def check(self) -> None:
-        if self.options:
-            raise ConfigError(f"unknown modal-tei embedder option(s) {', '.join(sorted(self.options))}; "
-                              "known: revision")
         if self.precision not in ("auto", "fast"):
             raise ConfigError("the modal-tei embedder runs whatever dtype TEI serves; use --precision auto, and choose "
                               "the dtype with INDEXER_MODAL_ROUTER_ARGS='--dtype float32' at deploy time")

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.components import Executor
 from indexer.errors import ConfigError
+from indexer.options import NoOptions
 
 from indexer_modal import worker
 from indexer_modal.remote import call_local, modal_errors
@@ -37,6 +39,11 @@ WORK = "work"  # the work directory's folder on the Volume
 INPUTS = "inputs"  # staged input files and their link tables
 
 
+@dataclass(frozen=True)
+class ModalExecutorOptions(NoOptions):
+    hint = "it is configured by INDEXER_MODAL_* variables (indexer plugins --options lists them), see docs/modal.md"
+
+
 class ModalExecutor(Executor):
     """Runs shard jobs in the deployed Modal app's ``run_shard`` containers (``modal deploy -m indexer_modal.app``).
 
@@ -45,11 +52,11 @@ class ModalExecutor(Executor):
 
     description = "Modal containers: one shard per CPU container; with --embedder modal-tei, TEI on Modal GPUs"
     remote = True  # the containers' image holds no torch and none of this machine's files
+    name = "modal"
+    Options = ModalExecutorOptions
+    environment = ModalSettings
 
     def check(self) -> None:
-        if self.options:
-            raise ConfigError(f"the modal executor takes no --option settings (got {', '.join(sorted(self.options))}); "
-                              "it is configured by INDEXER_MODAL_* variables, see docs/modal.md")
         super().check()
         try:  # the app module imports modal, also when its bodies run here (INDEXER_MODAL_RUN=local)
             import modal  # noqa: F401

@@ -1,20 +1,23 @@
 """Settings of the Modal app, read from ``INDEXER_MODAL_*`` environment variables.
 
 They are read where ``modal deploy`` runs (they shape the app: GPU type, image, container limits) and passed on to
-the containers as environment variables, so the code in a container sees the settings it was deployed with. This
-module imports nothing heavy: the plugin reads it at CLI start.
+the containers as environment variables, so the code in a container sees the settings it was deployed with. They
+are declared as options (:mod:`indexer.options`) whose environment variable is ``INDEXER_MODAL_`` + the name in
+capitals, so their types, bounds and descriptions live in one place and ``indexer plugins --options`` lists them
+with the ``modal`` executor. This module imports nothing heavy: the plugin reads it at CLI start.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from indexer.errors import ConfigError
+from indexer.options import Options, option
 
 PREFIX = "INDEXER_MODAL_"
 
@@ -30,69 +33,50 @@ _TEI_TAG_PREFIX = {
 
 
 @dataclass(frozen=True)
-class ModalSettings:
+class ModalSettings(Options):
     """Every knob of the Modal app. Environment variable: ``INDEXER_MODAL_`` + the field name in capitals."""
 
-    app_name: str = "indexer"
-    volume: str = "indexer-data"  # holds the work directory, staged inputs and the Hugging Face cache
-    mount: str = "/data"  # where containers see the Volume
-    secrets: tuple[str, ...] = ("huggingface",)  # Modal secret names (comma-separated); HF_TOKEN for gated models
+    env_prefix: ClassVar[str] = PREFIX
 
-    gpu: str = "A10G"
-    gpu_containers: int = 10  # most GPU containers at once
-    gpu_concurrency: int = 8  # embedding batches in flight per GPU container (TEI batches them together)
-    gpu_timeout: int = 600  # seconds one batch may take
-    gpu_startup_timeout: int = 1200  # seconds a container may take to start TEI (the first one downloads the model)
-    gpu_idle_seconds: int = 120  # an idle GPU container stops after this long
-    tei_version: str = "1.9"
-    tei_image: str = ""  # a full image reference; default: TEI's image for the GPU's architecture
-    router: str = "text-embeddings-router"  # the TEI server command in the image
-    router_args: str = "--max-client-batch-size 512"
-    port: int = 8000
-    tokenizer: str = ""  # the served model's tokenizer.json (default: the one TEI downloaded into the cache)
+    app_name: str = option("indexer", "the deployed Modal app's name")
+    volume: str = option("indexer-data", "the Modal Volume: work directory, staged inputs, Hugging Face cache")
+    mount: str = option("/data", "where containers see the Volume (an absolute path)")
+    secrets: tuple[str, ...] = option(("huggingface",), "Modal secret names, comma-separated (HF_TOKEN for gated "
+                                      "models)")
 
-    cpu_containers: int = 50  # most chunking containers (shards in flight) at once
-    cpu: float = 2.0  # cores per chunking container
-    memory: int = 4096  # MiB per chunking container
-    shard_timeout: int = 3600  # seconds one shard may take
-    retries: int = 2  # Modal retries a shard or a batch whose container failed
+    gpu: str = option("A10G", "GPU type of the TEI containers (T4, A10G, L4, A100, H100, ...)")
+    gpu_containers: int = option(10, "most GPU containers at once", ge=1)
+    gpu_concurrency: int = option(8, "embedding batches in flight per GPU container (TEI batches them together)",
+                                  ge=1)
+    gpu_timeout: int = option(600, "seconds one batch may take", ge=1)
+    gpu_startup_timeout: int = option(1200, "seconds a container may take to start TEI (the first one downloads "
+                                      "the model)", ge=1)
+    gpu_idle_seconds: int = option(120, "an idle GPU container stops after this long", ge=2, le=3600)
+    tei_version: str = option("1.9", "TEI release whose image the GPU containers run")
+    tei_image: str = option("", "a full image reference (default: TEI's image for the GPU's architecture)")
+    router: str = option("text-embeddings-router", "the TEI server command in the image")
+    router_args: str = option("--max-client-batch-size 512", "arguments of the TEI server command")
+    port: int = option(8000, "the port TEI listens on in its container", ge=1)
+    tokenizer: str = option("", "the served model's tokenizer.json (default: the one TEI downloaded into the cache)")
 
-    run: str = "modal"  # "local": run the functions' bodies in this process (Modal's .local()), no Modal account
-    local_volume: str = ""  # the folder that stands in for the Volume when run=local
+    cpu_containers: int = option(50, "most chunking containers (shards in flight) at once", ge=1)
+    cpu: float = option(2.0, "cores per chunking container", gt=0)
+    memory: int = option(4096, "MiB per chunking container", ge=1)
+    shard_timeout: int = option(3600, "seconds one shard may take", ge=1)
+    retries: int = option(2, "Modal retries a shard or a batch whose container failed", ge=0)
+
+    run: str = option("modal", "modal, or local: run the functions' bodies in this process (Modal's .local()), no "
+                      "Modal account", choices=("modal", "local"))
+    local_volume: str = option("", "the folder that stands in for the Volume when run=local")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ModalSettings":
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            try:
-                if f.type == "tuple[str, ...]":
-                    values[f.name] = tuple(s.strip() for s in raw.split(",") if s.strip())
-                elif f.type == "int":
-                    values[f.name] = int(raw)
-                elif f.type == "float":
-                    values[f.name] = float(raw)
-                else:
-                    values[f.name] = raw
-            except ValueError:
-                raise ConfigError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {f.type}") from None
-        settings = cls(**values)
+        settings = cls.parse({}, owner="modal app", environ=environ)
         settings.check()
         return settings
 
     def check(self) -> None:
-        if self.run not in ("modal", "local"):
-            raise ConfigError(f"{PREFIX}RUN must be modal or local (got {self.run!r})")
-        for name in ("gpu_containers", "gpu_concurrency", "gpu_timeout", "gpu_startup_timeout", "cpu_containers",
-                     "memory", "shard_timeout", "port"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1 (got {getattr(self, name)})")
-        if self.cpu <= 0 or self.retries < 0 or not 2 <= self.gpu_idle_seconds <= 3600:
-            raise ConfigError(f"{PREFIX}CPU must be positive, {PREFIX}RETRIES at least 0 and "
-                              f"{PREFIX}GPU_IDLE_SECONDS between 2 and 3600")
+        """What the declaration cannot say: the mount is absolute, the GPU has a TEI image."""
         if not self.mount.startswith("/"):
             raise ConfigError(f"{PREFIX}MOUNT must be an absolute path (got {self.mount!r})")
         self.tei_image_ref()

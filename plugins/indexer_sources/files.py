@@ -12,13 +12,14 @@ import os
 import zlib
 from abc import abstractmethod
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from indexer.components import FieldMapping, Source
+from indexer.components import FieldMapping, Source, SourceOptions
 from indexer.config import DEFAULT_SHARD_BYTES, parse_shard_size
 from indexer.errors import BadInputError, ConfigError
+from indexer.options import option
 from indexer.types import Shard
 
 from . import formats
@@ -66,21 +67,18 @@ def read_parquet_shard(spec: dict[str, Any], mapping: FieldMapping) -> Iterator[
 
 
 class FileSource(Source):
-    """Shared by the file formats: finding files, shards, configuration checks.
-
-    :param shard_size: how big a file may be before it is cut into shards (``--shard-size``: ``64MB``, or
-        ``100000rows``); formats that cut files read it, by default :data:`DEFAULT_SHARD_BYTES`.
-    """
+    """Shared by the file formats: finding files, shards, configuration checks. The ``shard_size`` option
+    (``--shard-size``) is read by the formats that cut files; by default :data:`DEFAULT_SHARD_BYTES`."""
 
     #: the name it is registered under, which :func:`layout.detect` returns for inputs it reads
     name: ClassVar[str]
     #: key into :data:`layout.EXTENSIONS`
     format: ClassVar[str]
 
-    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, shard_size: str | int | None = None,
-                 **options: Any):
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
         super().__init__(uri, mapping=mapping, **options)
-        self.shard_size = parse_shard_size(shard_size) if shard_size is not None else None
+        size = self.options.shard_size
+        self.shard_size = parse_shard_size(size) if size is not None else None
 
     @classmethod
     def can_read(cls, uri: str) -> bool:
@@ -178,19 +176,22 @@ class JsonlSource(LineFileSource):
         return formats.read_jsonl(spec["path"], self.mapping.max_doc_chars, spec.get("start", 0), spec.get("end"))
 
 
-class CsvSource(LineFileSource):
-    """CSV or TSV files with a header row.
+@dataclass(frozen=True)
+class CsvOptions(SourceOptions):
+    delimiter: str | None = option(None, "field separator; by default a tab for .tsv files and a comma otherwise")
 
-    :param delimiter: field separator; by default a tab for .tsv files and a comma otherwise.
-    """
+
+class CsvSource(LineFileSource):
+    """CSV or TSV files with a header row."""
 
     description = "CSV/TSV files with a header row: a file, a folder of them or a glob; big files are cut"
     name = "csv"
     format = "csv"
+    Options = CsvOptions
 
-    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, delimiter: str | None = None, **options: Any):
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
         super().__init__(uri, mapping=mapping, **options)
-        self.delimiter = delimiter
+        self.delimiter = self.options.delimiter
 
     def columns(self, first: InputFile) -> list[str] | None:
         return formats.columns_of(first.path, self.format, self.delimiter)
@@ -203,26 +204,23 @@ class CsvSource(LineFileSource):
                                 spec.get("start", 0), spec.get("end"))
 
 
-class ParquetSource(FileSource):
-    """Parquet files, read in batches of rows and only the columns the field mapping uses.
+@dataclass(frozen=True)
+class RowsOptions(SourceOptions):
+    rows_per_shard: int = option(DEFAULT_ROWS_PER_SHARD, "a file with more rows is cut into shards of about this many "
+                                 "rows (parquet: whole row groups; --shard-size, when given, instead)", ge=1)
 
-    :param rows_per_shard: a bigger file is cut into shards of whole row groups holding about this many rows.
-    """
+
+class ParquetSource(FileSource):
+    """Parquet files, read in batches of rows and only the columns the field mapping uses."""
 
     description = "parquet files: a file, a folder of them or a glob; big files are cut by row groups"
     name = "parquet"
     format = "parquet"
+    Options = RowsOptions
 
-    def __init__(
-        self,
-        uri: str,
-        *,
-        mapping: FieldMapping | None = None,
-        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-        **options: Any,
-    ):
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
         super().__init__(uri, mapping=mapping, **options)
-        self.rows_per_shard = rows_per_shard
+        self.rows_per_shard = self.options.rows_per_shard
 
     def shards(self) -> list[Shard]:
         return [s for f in self.files() for s in parquet_shards(f, self._rows_per_shard(f), fingerprint(f.path))]

@@ -7,43 +7,40 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from indexer.components import FieldMapping, Source
 from indexer.errors import ConfigError
+from indexer.options import option
 from indexer.types import Shard
 
 from . import formats
-from .files import DEFAULT_ROWS_PER_SHARD, guarded, parquet_shards, read_parquet_shard
+from .files import RowsOptions, guarded, parquet_shards, read_parquet_shard
 from .layout import EXTENSIONS, STRUCTURED, InputFile, detect, fingerprint, format_of, shard_key, walk
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
+@dataclass(frozen=True)
+class HfDiskOptions(RowsOptions):
+    split: str | None = option(None, "the split of a DatasetDict folder to read (default: all)")
+
+
 class HfDiskSource(Source):
     """A ``datasets`` folder saved with ``save_to_disk``: a Dataset, or a DatasetDict (all splits, or ``split``).
-
-    :param split: the split of a DatasetDict folder to read.
-    :param rows_per_shard: an Arrow file with more rows is cut into row ranges of this many.
-    """
+    An Arrow file of more than ``rows_per_shard`` rows is cut into row ranges of that many."""
 
     description = "a datasets folder saved with save_to_disk (Dataset or DatasetDict)"
     name = "hf-disk"
+    Options = HfDiskOptions
 
-    def __init__(
-        self,
-        uri: str,
-        *,
-        mapping: FieldMapping | None = None,
-        split: str | None = None,
-        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-        **options: Any,
-    ):
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
         super().__init__(uri, mapping=mapping, **options)
-        self.split = split
-        self.rows_per_shard = rows_per_shard
+        self.split = self.options.split
+        self.rows_per_shard = self.options.rows_per_shard
 
     @classmethod
     def can_read(cls, uri: str) -> bool:
@@ -111,46 +108,37 @@ class HfDiskSource(Source):
         yield from formats.read_arrow(spec["path"], spec["start"], spec["stop"], columns)
 
 
+@dataclass(frozen=True)
+class HubOptions(RowsOptions):
+    revision: str | None = option(None, "branch, tag or commit of the dataset (default: main)")
+    config: str | None = option(None, "a config name from the dataset card (sample-10BT), or a folder of the repo")
+    split: str | None = option(None, "a split name (train)")
+    data_files: tuple[str, ...] | None = option(None, "glob(s) relative to the repo root (sample/10BT/*.parquet), "
+                                                "instead of a config")
+    cache_dir: str | None = option(None, "the Hub cache (default: huggingface_hub's)", env="HF_HUB_CACHE")
+
+
 class HubSource(Source):
     """A dataset on the Hugging Face Hub (``owner/name``), read from its parquet / jsonl / csv data files.
 
     The files come through ``huggingface_hub.snapshot_download``: from the local cache alone when
     ``HF_HUB_OFFLINE`` is set, else downloaded (once; the cache keeps them). Which files: ``data_files`` when
     given, else those of ``config`` (or the default config) as the dataset card's ``configs:`` lists them, else
-    every data file; ``split`` narrows them down.
-
-    :param revision: branch, tag or commit; the commit it resolves to goes into :meth:`identity` and every shard.
-    :param config: a config name from the dataset card (``sample-10BT``), or a folder of the repo (``20231101.en``).
-    :param split: a split name (``train``).
-    :param data_files: glob(s) relative to the repo root (``sample/10BT/*.parquet``), instead of a config.
-    :param rows_per_shard: a parquet file with more rows is cut into runs of row groups holding about this many.
-    :param cache_dir: the Hub cache; by default ``$HF_HUB_CACHE`` or huggingface_hub's default.
+    every data file; ``split`` narrows them down. The revision's commit goes into :meth:`identity` and every shard.
     """
 
     description = "a Hugging Face Hub dataset (owner/name), via the local HF cache (parquet/jsonl/csv files)"
     name = "hub"
+    Options = HubOptions
 
-    def __init__(
-        self,
-        uri: str,
-        *,
-        mapping: FieldMapping | None = None,
-        revision: str | None = None,
-        config: str | None = None,
-        split: str | None = None,
-        data_files: str | list[str] | None = None,
-        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-        cache_dir: str | None = None,
-        **options: Any,
-    ):
+    def __init__(self, uri: str, *, mapping: FieldMapping | None = None, **options: Any):
+        # huggingface_hub reads HF_HUB_CACHE once, at import; the option reads it at construction (its env).
         super().__init__(uri, mapping=mapping, **options)
-        self.revision = revision
-        self.config = config
-        self.split = split
-        self.data_files = [data_files] if isinstance(data_files, str) else data_files
-        self.rows_per_shard = rows_per_shard
-        # huggingface_hub reads HF_HUB_CACHE once, at import; reading it here honours a later change.
-        self.cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE")
+        o = self.options
+        self.revision, self.config, self.split = o.revision, o.config, o.split
+        self.data_files = list(o.data_files) if o.data_files is not None else None
+        self.rows_per_shard = o.rows_per_shard
+        self.cache_dir = o.cache_dir
 
     @classmethod
     def can_read(cls, uri: str) -> bool:

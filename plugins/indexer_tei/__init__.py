@@ -15,12 +15,14 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexer.components import Embedder
+from indexer.components import Embedder, EmbedderOptions
 from indexer.errors import ConfigError
 from indexer.hookspecs import hookimpl
+from indexer.options import option
 from indexer.types import Chunk, ModelInfo
 
 log = logging.getLogger("indexer.tei")
@@ -31,24 +33,34 @@ _DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 _PROBE = "Indexer probe: Ünïcode façade, 3.14159 — naïve café 東京 (tokenizer check) e-mail@example.org"
 
 
-class TEIEmbedder(Embedder):
-    """Embeds through a TEI server.
+@dataclass(frozen=True)
+class TEIOptions(EmbedderOptions):
+    url: str | None = option(None, "the server's URL, when --model names the model (else --model URL, else "
+                             "$INDEXER_TEI_URL); private: never on a card or in a log", secret=True)
+    tokenizer: str | None = option(None, "the served model's tokenizer for the chunker: a model folder, a "
+                                   "tokenizer.json or a Hub id in the local cache (default: the served model_id)")
+    normalize: bool = option(True, "ask the server for unit-length vectors (TEI's default)")
+    truncate: bool = option(False, "let the server cut inputs longer than its max_input_length instead of failing")
+    token_ids: bool = option(True, "send the chunker's token ids instead of text when the local tokenizer is the "
+                             "server's")
+    query_prompt_name: str | None = option(None, "prompt from the model's sentence-transformers config, applied by "
+                                           "the server to queries")
+    document_prompt_name: str | None = option(None, "the same for chunks")
+    timeout: float = option(120.0, "seconds one request may take before it is retried", gt=0)
+    max_retry_seconds: float = option(600.0, "the run fails once the server has failed this long without a single "
+                                      "success", gt=0)
+    payload_limit: int = option(2_000_000, "most bytes per request body: TEI's --payload-limit", ge=4096)
+    max_concurrent_inputs: int | None = option(None, "inputs in flight at once (default: the server's "
+                                               "max_concurrent_requests)", ge=1)
+    backoff_base: float = option(0.5, "retry backoff ceiling in seconds, doubling per retry (full jitter)", gt=0)
+    backoff_max: float = option(30.0, "the largest retry backoff ceiling, in seconds", gt=0)
 
-    :param model: the server's URL (``http://localhost:8080``, an Inference Endpoint URL); ``url`` or
+
+class TEIEmbedder(Embedder):
+    """Embeds through a TEI server; its options are :class:`TEIOptions`.
+
+    :param model: the server's URL (``http://localhost:8080``, an Inference Endpoint URL); the ``url`` option or
         ``INDEXER_TEI_URL`` are used instead when ``model`` is not a URL.
-    :param url: the server's URL, when ``model`` names something else.
-    :param tokenizer: the served model's tokenizer for the chunker: a model folder, a ``tokenizer.json``, or a
-        Hub id in the local Hugging Face cache. Default: the served ``model_id``, looked up in that cache.
-    :param normalize: ask the server for unit-length vectors (TEI's default).
-    :param truncate: let the server cut inputs longer than its ``max_input_length`` instead of failing.
-    :param token_ids: send the chunker's token ids instead of text when the local tokenizer is the server's.
-    :param query_prompt_name, document_prompt_name: prompts from the model's sentence-transformers config,
-        applied by the server to queries and to chunks.
-    :param timeout: seconds one request may take before it is retried.
-    :param max_retry_seconds: the run fails once the server has failed this long without a single success.
-    :param payload_limit: most bytes per request body; TEI's ``--payload-limit`` (2 MB by default).
-    :param max_concurrent_inputs: inputs in flight at once (default: the server's ``max_concurrent_requests``).
-    :param backoff_base, backoff_max: retry backoff ceilings in seconds (exponential, full jitter).
     :param precision: ``auto`` takes whatever the server runs; ``exact``/``fp32``/``fp16``/``bf16`` insist on it.
     :param device, batch_tokens: accepted for a uniform command line; the server decides both.
     """
@@ -56,45 +68,11 @@ class TEIEmbedder(Embedder):
     description = "Text Embeddings Inference server over HTTP (self-hosted, HF Inference Endpoint, TEI on Modal)"
     portable = True  # a worker anywhere reaches the server by its URL
 
-    def __init__(
-        self,
-        model: str = "",
-        *,
-        url: str | None = None,
-        tokenizer: str | None = None,
-        normalize: bool = True,
-        truncate: bool = False,
-        token_ids: bool = True,
-        query_prompt_name: str | None = None,
-        document_prompt_name: str | None = None,
-        timeout: float = 120.0,
-        max_retry_seconds: float = 600.0,
-        payload_limit: int = 2_000_000,
-        max_concurrent_inputs: int | None = None,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        device: str = "auto",
-        precision: str = "auto",
-        batch_tokens: int | None = None,
-        max_batch_size: int = 512,
-        **options: Any,
-    ):
-        super().__init__(model, batch_tokens=batch_tokens, max_batch_size=max_batch_size, **options)
-        self.url = url
-        self.tokenizer_spec = tokenizer
-        self.normalize = bool(normalize)
-        self.truncate = bool(truncate)
-        self.token_ids = bool(token_ids)
-        self.query_prompt_name = query_prompt_name
-        self.document_prompt_name = document_prompt_name
-        self.timeout = timeout
-        self.max_retry_seconds = max_retry_seconds
-        self.payload_limit = payload_limit
-        self.max_concurrent_inputs = max_concurrent_inputs
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.device = device
-        self.precision = precision
+    name = "tei"
+    Options = TEIOptions
+
+    def __init__(self, model: str = "", **options: Any):
+        super().__init__(model, **options)
         self._client = None
         self._tokenizer = None
         self._tokenizer_file: Path | None = None
@@ -115,8 +93,8 @@ class TEIEmbedder(Embedder):
     # ----------------------------------------------------------------------------------------------------------
 
     def server_url(self) -> str:
-        if self.url:
-            return str(self.url)
+        if self.options.url:
+            return str(self.options.url)
         if self.model.startswith(("http://", "https://")):
             return self.model
         if os.environ.get("INDEXER_TEI_URL"):
@@ -132,29 +110,15 @@ class TEIEmbedder(Embedder):
         if self._client is None:
             from indexer_tei.client import TEIClient
 
+            o = self.options
             self._client = TEIClient(
-                self.server_url(), timeout=self.timeout, max_retry_seconds=self.max_retry_seconds,
-                payload_limit=self.payload_limit, max_concurrent_inputs=self.max_concurrent_inputs,
-                max_batch_size=self.max_batch_size, backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+                self.server_url(), timeout=o.timeout, max_retry_seconds=o.max_retry_seconds,
+                payload_limit=o.payload_limit, max_concurrent_inputs=o.max_concurrent_inputs,
+                max_batch_size=self.max_batch_size, backoff_base=o.backoff_base, backoff_max=o.backoff_max,
             )
         return self._client
 
     def check(self) -> None:
-        if self.options:
-            raise ConfigError(
-                f"unknown tei embedder option(s) {', '.join(sorted(self.options))}; known: backoff_base, backoff_max, "
-                "document_prompt_name, max_concurrent_inputs, max_retry_seconds, normalize, payload_limit, "
-                "query_prompt_name, timeout, token_ids, tokenizer, truncate, url"
-            )
-        for name in ("timeout", "max_retry_seconds", "backoff_base", "backoff_max"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"embedder option {name} must be a positive number of seconds (got {value!r})")
-        if not isinstance(self.payload_limit, int) or self.payload_limit < 4096:
-            raise ConfigError(f"embedder option payload_limit must be at least 4096 bytes (got {self.payload_limit!r})")
-        if self.max_concurrent_inputs is not None and (not isinstance(self.max_concurrent_inputs, int)
-                                                       or self.max_concurrent_inputs < 1):
-            raise ConfigError(f"embedder option max_concurrent_inputs must be at least 1 (got {self.max_concurrent_inputs!r})")
         if self.precision not in _PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)} (got {self.precision!r})")
         info = self.client.server_info()
@@ -196,7 +160,7 @@ class TEIEmbedder(Embedder):
 
     def _find_tokenizer(self) -> Path:
         info = self.client.server_info()
-        spec = self.tokenizer_spec or info["model_id"]
+        spec = self.options.tokenizer or info["model_id"]
         local = Path(os.path.expanduser(spec))
         if local.is_file():
             return local
@@ -204,10 +168,10 @@ class TEIEmbedder(Embedder):
             if (local / "tokenizer.json").is_file():
                 return local / "tokenizer.json"
             raise ConfigError(f"tokenizer folder {local} has no tokenizer.json (a fast tokenizer is needed)")
-        found = _cached_tokenizer(spec, info.get("model_sha") if not self.tokenizer_spec else None)
+        found = _cached_tokenizer(spec, info.get("model_sha") if not self.options.tokenizer else None)
         if found is not None:
             return found
-        what = f"tokenizer {spec!r}" if self.tokenizer_spec else f"the tokenizer of {spec} (the server's model)"
+        what = f"tokenizer {spec!r}" if self.options.tokenizer else f"the tokenizer of {spec} (the server's model)"
         raise ConfigError(
             f"the chunker needs {what} on this machine and found it neither as a path nor in the Hugging Face "
             f"cache; download it (huggingface-cli download {spec} tokenizer.json) or pass "
@@ -239,15 +203,15 @@ class TEIEmbedder(Embedder):
         elif served != local:
             message = (f"the local tokenizer {self._tokenizer_file} does not tokenise like the TEI server at {where} "
                        f"({self.client.server_info()['model_id']}): chunks would be cut by the wrong token counts")
-            if self.token_ids:
+            if self.options.token_ids:
                 raise ConfigError(message + "; pass --option embedder.tokenizer=PATH with the served model's "
                                   "tokenizer (or --option embedder.token_ids=false to send text regardless)")
             log.warning("%s; sending text as asked (token_ids=false)", message)
             self._send_ids = False
         else:
-            self._send_ids = self.token_ids and self.document_prompt_name is None
-        if self.document_prompt_name is not None:
-            with_prompt = self.client.tokenize("a", prompt_name=self.document_prompt_name)
+            self._send_ids = self.options.token_ids and self.options.document_prompt_name is None
+        if self.options.document_prompt_name is not None:
+            with_prompt = self.client.tokenize("a", prompt_name=self.options.document_prompt_name)
             without = self.client.tokenize("a")
             if with_prompt is not None and without is not None:
                 self._prompt_tokens = max(0, len(with_prompt) - len(without))
@@ -263,19 +227,19 @@ class TEIEmbedder(Embedder):
             model_type = info.get("model_type") or {}
             embedding = model_type.get("embedding") if isinstance(model_type, dict) else None
             pooling = str((embedding or {}).get("pooling", "unknown"))
-            probe = self.client.embed(["dimension probe"], normalize=self.normalize, truncate=True)
+            probe = self.client.embed(["dimension probe"], normalize=self.options.normalize, truncate=True)
             # The weights are out of sight: the served model's id and commit stand for them, with what else
             # changes the vectors (pooling, normalisation, the document prompt). The URL does not: the same
             # model behind another server makes the same vectors.
             identity = {"model_id": info["model_id"], "model_sha": info.get("model_sha"), "pooling": pooling,
-                        "normalize": self.normalize, "document_prompt_name": self.document_prompt_name}
+                        "normalize": self.options.normalize, "document_prompt_name": self.options.document_prompt_name}
             self._info = ModelInfo(
                 name=str(info["model_id"]),
                 revision=str(info.get("model_sha") or "unknown"),
                 fingerprint=hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest(),
                 dimension=int(probe.shape[1]),
                 pooling=pooling,
-                normalize=self.normalize,
+                normalize=self.options.normalize,
                 max_tokens=int(info["max_input_length"]),
                 precision=_DTYPES.get(str(info.get("model_dtype")), str(info.get("model_dtype"))),
             )
@@ -299,7 +263,7 @@ class TEIEmbedder(Embedder):
         for c in chunks:
             if self._send_ids and c.token_ids is not None:
                 ids = list(c.token_ids)
-                if self.truncate and len(ids) > room:
+                if self.options.truncate and len(ids) > room:
                     ids = ids[:room]  # cut here: a server-side cut of ids would drop the closing special token
                 inputs.append(prefix + ids + suffix)
                 tokens.append(len(inputs[-1]))
@@ -307,8 +271,8 @@ class TEIEmbedder(Embedder):
                 inputs.append(c.text)
                 tokens.append(c.token_count + len(prefix) + len(suffix) + self._prompt_tokens)
         return self.client.embed(inputs, labels=[f"chunk {c.id}" for c in chunks], tokens=tokens,
-                                 normalize=self.normalize, truncate=self.truncate,
-                                 prompt_name=self.document_prompt_name, progress=progress)
+                                 normalize=self.options.normalize, truncate=self.options.truncate,
+                                 prompt_name=self.options.document_prompt_name, progress=progress)
 
     def embed_batch(self, chunks: Sequence[Chunk]) -> Any:
         return self.embed(chunks)
@@ -320,7 +284,7 @@ class TEIEmbedder(Embedder):
             return np.zeros((0, self.info.dimension), dtype=np.float32)
         # Queries are cut to fit, as the local embedder cuts them.
         return self.client.embed(list(queries), labels=[f"query {i}" for i in range(len(queries))],
-                                 normalize=self.normalize, truncate=True, prompt_name=self.query_prompt_name)
+                                 normalize=self.options.normalize, truncate=True, prompt_name=self.options.query_prompt_name)
 
 
 def _cached_tokenizer(repo_id: str, revision: str | None) -> Path | None:

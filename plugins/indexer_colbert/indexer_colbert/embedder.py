@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from indexer.components import Embedder
+from indexer.components import Embedder, EmbedderOptions
 from indexer.errors import ConfigError
+from indexer.options import option
 from indexer.types import Chunk, ModelInfo
 
 from indexer_colbert.checkpoint import read_settings, resolve_checkpoint
@@ -31,24 +33,29 @@ QUERY_TOKENS_PER_WORD = 1.35
 CPU_BATCH_TOKENS = 4096
 
 
+@dataclass(frozen=True)
+class ColBERTOptions(EmbedderOptions):
+    doc_maxlen: int | None = option(None, "most tokens per chunk, markers included (default: the checkpoint's "
+                                    "doc_maxlen)", ge=1)
+
+
 class ColBERTEmbedder(Embedder):
-    """Per-token vectors (``kind = "multivector"``) from a ColBERT checkpoint.
+    """Per-token vectors (``kind = "multivector"``) from a ColBERT checkpoint; its options are
+    :class:`ColBERTOptions`.
 
     :param model: a checkpoint folder, or a Hub id in the local cache (default ``colbert-ir/colbertv2.0``).
-    :param doc_maxlen: most tokens per chunk, markers included (default: the checkpoint's ``doc_maxlen``).
     :param device: ``auto`` (colbert-ai encodes on CUDA when it sees a GPU) or ``cpu``/``cuda`` to insist.
     :param precision: ``auto``; colbert-ai encodes in fp16 on GPU (its mixed precision) and fp32 on CPU.
     """
 
     kind: ClassVar[str] = "multivector"
     default_model: ClassVar[str | None] = "colbert-ir/colbertv2.0"
+    name = "colbert"
+    Options = ColBERTOptions
 
-    def __init__(self, model: str, *, device: str = "auto", precision: str = "auto", doc_maxlen: int | None = None,
-                 batch_tokens: int | None = None, max_batch_size: int = 512, **options: Any):
-        super().__init__(model, batch_tokens=batch_tokens, max_batch_size=max_batch_size, **options)
-        self.device = device
-        self.precision = precision
-        self.doc_maxlen = doc_maxlen
+    def __init__(self, model: str, **options: Any):
+        super().__init__(model, **options)
+        self.doc_maxlen = self.options.doc_maxlen
         self._path: Path | None = None
         self._settings: dict[str, Any] | None = None
         self._info: ModelInfo | None = None

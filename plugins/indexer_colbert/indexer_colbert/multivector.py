@@ -10,31 +10,38 @@ search is an exact scan.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from indexer.components import Hit
-from indexer_lancedb import RESULT_COLUMNS, VECTOR, LanceDBSink, hit_from_columns
+from indexer.options import option
+from indexer_lancedb import RESULT_COLUMNS, VECTOR, LanceDBOptions, LanceDBSink, hit_from_columns
 
 SINK_NAME = "lancedb-multivector"
 
 
-class LanceDBMultivectorSink(LanceDBSink):
-    """Per-token vectors of each chunk in a LanceDB table, searched exactly with MaxSim.
+@dataclass(frozen=True)
+class MultivectorOptions(LanceDBOptions):
+    """The ``lancedb`` sink's options with other defaults: an ANN index over token vectors is what the PLAID sink
+    (``colbert``) is for, and the hybrid default was measured on single-vector tables, not on late interaction."""
 
-    Options are the ``lancedb`` sink's; ``ann_min_rows`` defaults to never (an exact scan), since an ANN index
-    over token vectors is what the PLAID sink (``colbert``) is for, and ``fts`` to false: its tables are searched
-    by MaxSim alone unless ``fts=true`` adds the full-text index that text and hybrid search need (the hybrid
-    default was measured on single-vector tables, not on late interaction).
-    """
+    ann_min_rows: int = option(sys.maxsize, "rows from which close() builds an ANN index (default: never, an exact "
+                               "MaxSim scan)", ge=1)
+    index_type: str = option("IVF_PQ", "the ANN index, when ann_min_rows is reached")
+    fts: bool = option(False, "keep a full-text index on text, which text and hybrid search need (default: searched "
+                       "by MaxSim alone)")
+
+
+class LanceDBMultivectorSink(LanceDBSink):
+    """Per-token vectors of each chunk in a LanceDB table, searched exactly with MaxSim; its options are
+    :class:`MultivectorOptions`."""
 
     description: ClassVar[str] = "LanceDB table of per-token vectors (late interaction, MaxSim search)"
     sink_name: ClassVar[str | None] = SINK_NAME
     vector_kind: ClassVar[str] = "multivector"
     other_kind_hint: ClassVar[str] = "use --late-interaction colbert, or the lancedb sink"
-
-    def __init__(self, *, db: str, table: str, ann_min_rows: int = sys.maxsize, index_type: str = "IVF_PQ",
-                 fts: bool | str = False, **options: Any):
-        super().__init__(db=db, table=table, ann_min_rows=ann_min_rows, index_type=index_type, fts=fts, **options)
+    name = SINK_NAME
+    Options = MultivectorOptions
 
     def search(self, vectors: Any, k: int = 10, *, filter: str | None = None) -> list[list[Hit]]:
         """Top ``k`` chunks per query by MaxSim (``Hit.score``: the sum over query tokens of the best cosine with

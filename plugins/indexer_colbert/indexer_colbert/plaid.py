@@ -32,14 +32,14 @@ import contextlib
 import json
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from indexer.config import option_bool, option_int
 from indexer.components import Embedder, Hit, Sink
 from indexer.errors import ConfigError
 from indexer.log import get_logger
+from indexer.options import Options, option
 from indexer.types import ModelInfo
 from indexer_lancedb import check_shard_column
 
@@ -54,37 +54,45 @@ ROW_COLUMNS = ["id", "doc_id", "chunk_index", "text", "metadata", "content_hash"
 SEARCH_NDOCS = 2048
 
 
+@dataclass(frozen=True)
+class PLAIDOptions(Options):
+    reuse_vectors: bool = option(True, "hand PLAID the embedder's vectors; false lets RAGatouille encode the chunk "
+                                 "texts itself (twice the encoding, no uncompressed vectors held while building)")
+    use_faiss: bool = option(False, "k-means with faiss instead of RAGatouille's PyTorch k-means")
+    check_memory: bool = option(True, "refuse, before building, a corpus whose index will not fit in memory")
+    nbits: int | None = option(None, "bits per dimension of the compressed residuals, 1, 2, 4 or 8; auto: 8 below "
+                               "10,000 chunks, else 2. Read when the index is (re)built")
+    ndocs: int | None = option(None, f"candidate chunks PLAID ranks by their centroids before scoring the best "
+                               f"quarter exactly (auto: {SEARCH_NDOCS}); recorded with the index, used by every "
+                               "search", ge=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from indexer_colbert.estimate import parse_nbits
+
+        parse_nbits(self.nbits)  # one of the bit widths PLAID has: fails when the options are parsed
+
+
 class PLAIDSink(Sink):
-    """A RAGatouille PLAID index per table, searchable with ``indexer search --sink colbert``.
+    """A RAGatouille PLAID index per table, searchable with ``indexer search --sink colbert``; its options are
+    :class:`PLAIDOptions`.
 
     :param db: the database folder (the index lives in ``<db>/_plaid/<table>``).
-    :param reuse_vectors: hand PLAID the embedder's vectors (default); false lets RAGatouille encode the chunk
-        texts itself (twice the encoding, but no uncompressed vectors held while the index is built).
-    :param use_faiss: k-means with faiss instead of RAGatouille's PyTorch k-means.
-    :param check_memory: refuse, before building, a corpus whose index will not fit in this machine's memory.
-    :param nbits: bits per dimension of the compressed residuals, 1, 2, 4 or 8; ``auto`` (default): 8 below
-        10,000 chunks, else 2 (RAGatouille: 4, else 2). More bits: scores closer to exact MaxSim, a larger index.
-        Read when the index is (re)built; additions keep the index's own setting.
-    :param ndocs: how many candidate chunks PLAID ranks by their centroids before it scores the best quarter of
-        them exactly; ``auto`` (default) is :data:`SEARCH_NDOCS`. More: closer to an exhaustive MaxSim, slower
-        searches. Recorded with the index and used by every search (a rerun of the build with another value only
-        rewrites that record).
     """
 
     description: ClassVar[str] = "RAGatouille PLAID index (ColBERT late interaction)"
     searchable: ClassVar[bool] = True
+    name = SINK_NAME
+    Options = PLAIDOptions
 
-    def __init__(self, *, db: str, table: str, reuse_vectors: bool = True, use_faiss: bool = False,
-                 check_memory: bool = True, nbits: int | str = "auto", ndocs: int | str = "auto", **options: Any):
+    def __init__(self, *, db: str, table: str, **options: Any):
         super().__init__(db=db, table=table, **options)
         from indexer_colbert.estimate import parse_nbits
 
-        self.nbits = parse_nbits(nbits)
-        self.ndocs = SEARCH_NDOCS if str(ndocs).strip().lower() == "auto" else option_int("colbert", "ndocs", ndocs,
-                                                                                          minimum=1)
-        self.reuse_vectors = option_bool("colbert", "reuse_vectors", reuse_vectors)
-        self.use_faiss = option_bool("colbert", "use_faiss", use_faiss)
-        self.check_memory = option_bool("colbert", "check_memory", check_memory)
+        o = self.options
+        self.nbits = parse_nbits(o.nbits)
+        self.ndocs = SEARCH_NDOCS if o.ndocs is None else o.ndocs
+        self.reuse_vectors, self.use_faiss, self.check_memory = o.reuse_vectors, o.use_faiss, o.check_memory
         self._meta: dict[str, Any] | None = None
         self._rag: Any = None
         self._writing = False
