@@ -97,10 +97,17 @@ def info(db: str = DEFAULT_DB, sink: str = "lancedb") -> list[dict[str, Any]]:
         raise ConfigError(f"database {db} does not exist")
     from indexer.retrieval import table_settings
 
-    tables = get_host().component("sink", sink)(db=db, table="").tables()
+    from indexer.config import EMBEDDER_SETTINGS
+
+    host = get_host()
+    tables = host.component("sink", sink)(db=db, table="").tables()
     work = WorkDir(Path(db) / "_indexer")
     aliases = work.aliases()
     for t in tables:
+        embedder = t["meta"].get("embedder") or {}
+        if embedder.get("options"):  # a TEI url or token is recorded to search with; it is not shown
+            embedder["options"] = host.public_options("embedder", str(embedder.get("name", "")), embedder["options"],
+                                                      keep=EMBEDDER_SETTINGS)
         t["aliases"] = sorted(a for a, target in aliases.items() if target == t["table"])
         settings, origin = table_settings(work, t["table"])
         t["search"] = {"settings": settings.to_dict(), "from": origin}

@@ -35,6 +35,8 @@ ENV = {"db": "INDEXER_DB", "model": "INDEXER_MODEL", "work_dir": "INDEXER_WORK_D
 # A big file is cut into shards of about this many bytes: small enough that a 20 GB file spreads over hundreds
 # of workers, big enough that a shard's fixed costs (a sink commit, a completion record) stay negligible.
 DEFAULT_SHARD_BYTES = 64 << 20
+# The embedder's settings that are the build's own flags (recorded with a table beside its declared options).
+EMBEDDER_SETTINGS = ("device", "precision", "batch_tokens")
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
 
 

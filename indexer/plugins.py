@@ -104,6 +104,17 @@ class Host:
     def component(self, kind: str, name: str) -> type:
         return self.registries[kind].get(name)
 
+    def public_options(self, kind: str, name: str, options: dict[str, Any],
+                       keep: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``options`` recorded for component ``kind``/``name``, without those its declaration marks secret (for a
+        card, ``indexer info``, a log line). A component not installed here cannot say which of its options are
+        secret, so then only the names in ``keep`` (the build's own settings) are kept."""
+        try:
+            declared = self.component(kind, name).Options
+        except ConfigError:
+            return {k: v for k, v in sorted(options.items()) if k in keep}
+        return {k: v for k, v in sorted(options.items()) if k not in declared.secret_names()}
+
     def describe_options(self) -> list[dict[str, Any]]:
         """Every registered component's declared options (``indexer plugins --options``): kind, name, plugin, the
         rows of :meth:`indexer.options.Options.describe`, and the settings it reads from the environment."""

@@ -219,3 +219,22 @@ def test_every_declared_option_is_described_once():
                 assert row["description"], f"{kind} {name}: option {row['name']} has no description"
                 assert f":param {row['name']}:" not in (cls.__doc__ or ""), \
                     f"{kind} {name}: option {row['name']} is described in the docstring too; keep the declaration's"
+
+
+def test_indexer_info_leaves_out_what_the_embedder_declares_secret(tmp_path):
+    """The table keeps a secret option (search needs it to rebuild the embedder); `indexer info` does not show it."""
+    from dataclasses import asdict
+
+    import indexer
+    from indexer.plugins import get_host
+    from indexer.types import ModelInfo
+
+    model = ModelInfo(name="m", revision="r", fingerprint="f" * 16, dimension=4, pooling="mean", normalize=True,
+                      max_tokens=32)
+    options = {"url": "https://private-endpoint.example/abc", "timeout": 5, "precision": "auto"}
+    meta = {"model": asdict(model), "embedder": {"name": "tei", "model": "m", "options": options}}
+    with get_host().component("sink", "lancedb")(db=str(tmp_path / "db"), table="t") as sink:
+        sink.open(model, meta)
+    assert get_host().component("sink", "lancedb").read_meta(str(tmp_path / "db"), "t")["embedder"]["options"] == options
+    shown = indexer.info(str(tmp_path / "db"))[0]["meta"]["embedder"]["options"]
+    assert shown == {"precision": "auto", "timeout": 5}

@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from indexer.config import EMBEDDER_SETTINGS
 from indexer.errors import ConfigError
+from indexer.plugins import get_host
 
 from .layout import COLUMN_DOCS, SPLIT, Stats, data_files_pattern, published_schema
 
@@ -64,7 +66,8 @@ def public_meta(meta: dict[str, Any], table: str, source_name: str | None = None
     embedder = dict(meta.get("embedder") or {})
     if embedder:
         embedder["model"] = public_model_name(str(embedder.get("model", model["name"])))
-        embedder["options"] = public_options(str(embedder.get("name", "")), embedder.get("options") or {})
+        embedder["options"] = get_host().public_options("embedder", str(embedder.get("name", "")),
+                                                        embedder.get("options") or {}, keep=EMBEDDER_SETTINGS)
     return {
         "format": CARD_FORMAT,
         "table": table,
@@ -74,20 +77,6 @@ def public_meta(meta: dict[str, Any], table: str, source_name: str | None = None
         "chunkset": meta.get("chunkset"),
         "source": describe_source(meta.get("source"), source_name),
     }
-
-
-def public_options(embedder: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The recorded options of ``embedder`` without those its declaration marks secret. The build's own settings
-    (``device``, ``precision``, ``batch_tokens``) are not secret; an embedder that is not installed here cannot say
-    which of its options are, so none of them go on the card."""
-    from indexer.plugins import get_host
-
-    try:
-        declared = get_host().component("embedder", embedder).Options
-    except ConfigError:
-        options = {k: v for k, v in options.items() if k in ("device", "precision", "batch_tokens")}
-        return dict(sorted(options.items()))
-    return {k: v for k, v in sorted(options.items()) if k not in declared.secret_names()}
 
 
 def build_card(indexer_meta: dict[str, Any], stats: Stats, *, repo_id: str, license: str | None,
