@@ -77,7 +77,7 @@ def test_int8_on_auto_device_runs_on_the_cpu(model_path):
     (NO_BF16, True),  # int8 against fp32
     ({"avx2"}, True),  # no VNNI: 7-bit activations, still faster than fp32
     (set(), False),  # no int8 kernels worth having
-    ({"avx512f", "avx512_vnni", "avx512_bf16"}, True),  # Zen 4/5: int8 ran faster than bf16
+    ({"avx512f", "avx512_vnni", "avx512_bf16"}, False),  # Zen 4/5: int8 0.95x AVX-512 bf16 on an idle Zen 5
     ({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, False),  # AMX bf16 is faster than fbgemm int8
 ])
 def test_auto_puts_int8_on_trial_only_where_it_is_faster(model_path, monkeypatch, flags, on_trial):

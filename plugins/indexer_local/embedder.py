@@ -347,14 +347,14 @@ def _pick_precision(precision: str, device: str) -> str:
 
 
 def _int8_is_faster(precision: str) -> bool:
-    """Whether int8 beats ``precision`` (what auto picks without int8) on this CPU. fbgemm's int8 GEMMs do not use
-    AMX tiles, so AMX bf16 is faster; with VNNI and no AMX int8 is faster than fp32 and AVX-512 bf16, and without
-    VNNI fbgemm's AVX2 int8 still does twice fp32's multiply-adds per instruction
-    (docs/benchmarks.md#figures-behind-the-code)."""
+    """Whether int8 beats ``precision`` (what auto picks without int8) on this CPU: only against fp32, on a CPU with
+    fbgemm's VNNI or AVX2 int8 kernels. Where auto picks bf16 the CPU has native bf16, and there int8 was no faster
+    (AMX bf16: several times faster; AVX-512 BF16 on an idle Zen 5: int8 0.95x bf16), so the gate's cost would buy
+    nothing (docs/benchmarks.md#figures-behind-the-code)."""
     flags = kernels.cpu_flags()
-    if "amx_bf16" in flags or precision not in ("fp32", "bf16"):
+    if precision != "fp32" or "amx_bf16" in flags:
         return False
-    return int8.int8_engine() is not None and (int8.has_vnni(flags) or (precision == "fp32" and "avx2" in flags))
+    return int8.int8_engine() is not None and (int8.has_vnni(flags) or "avx2" in flags)
 
 
 def _check_int8(device: str) -> None:
