@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv-colbert/bin/python ] || "$PY" -m venv .venv-colbert
 .venv-colbert/bin/python -m pip install -q --upgrade pip
-# shellcheck disable=SC2046  # the constraint arguments are words
-.venv-colbert/bin/python -m pip install -q \
-    $(bash scripts/constraints.sh .venv-colbert .ci/lock-colbert.txt .ci/constraints.txt .ci/constraints-colbert.txt) \
-    -e ".[test]" -e "plugins/indexer_colbert[modal]"
+# On a line of its own: set -e stops here when constraints.sh fails (see setup.sh).
+constraints=$(bash scripts/constraints.sh .venv-colbert .ci/lock-colbert.txt .ci/constraints.txt .ci/constraints-colbert.txt)
+# shellcheck disable=SC2086  # the constraint arguments are words
+.venv-colbert/bin/python -m pip install -q $constraints -e ".[test]" -e "plugins/indexer_colbert[modal]"

@@ -7,5 +7,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# shellcheck disable=SC2046  # the constraint arguments are words
-.venv/bin/python -m pip install -q $(bash scripts/constraints.sh .venv .ci/lock.txt .ci/constraints.txt) -e ".[test]"
+# On a line of its own: set -e stops here when constraints.sh fails (inside pip's arguments it would not, and pip
+# would install unpinned, CUDA torch included).
+constraints=$(bash scripts/constraints.sh .venv .ci/lock.txt .ci/constraints.txt)
+# shellcheck disable=SC2086  # the constraint arguments are words
+.venv/bin/python -m pip install -q $constraints -e ".[test]"
