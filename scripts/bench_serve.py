@@ -5,7 +5,7 @@
 For each database and mode (dense, hybrid; k=10 chunks), three ways to answer the same queries:
 
 * ``indexer.search``: the Python API, one call per query, as a script that imports indexer calls it (it opens
-  the table each call; the model stays cached in the process);
+  the table and builds the embedder, loading the model, each call);
 * ``Index.search``: the table opened once (``indexer.retrieval.open_index``), one query per call, the best an
   application can do in its own process, one request at a time; ``Index.search/t`` the same calls made from one
   worker thread, as the server makes them (on a busy machine the two differ, see docs/benchmarks.md);

@@ -117,7 +117,7 @@ def test_text_and_hybrid_hits_mark_the_matching_words(server):
 
 
 def test_recorded_settings_apply_when_a_request_names_no_mode(server, built):
-    from indexer.retrieval import SearchSettings, record_settings, settings_file
+    from indexer.retrieval import SearchSettings, record_settings
     from indexer.state import WorkDir
 
     work = WorkDir(Path(built["db"]) / "_indexer")
@@ -133,7 +133,7 @@ def test_recorded_settings_apply_when_a_request_names_no_mode(server, built):
         assert (got["mode"], got["settings"]["rrf_k"], got["settings_from"]) == ("hybrid", 20, "recorded")
         assert hits_of(got["hits"]) == ours(expected) and expected.origin == "recorded"
     finally:
-        settings_file(work, built["table"]).unlink()
+        work.search_settings_file(built["table"]).unlink()
         deadline = time.time() + 20  # the other tests expect the default settings back
         while httpx.get(server.url + "/health").json()["settings_from"] != "default" and time.time() < deadline:
             time.sleep(0.2)
@@ -202,6 +202,13 @@ def test_a_bad_request_gets_a_4xx_json_error_and_the_server_keeps_answering(serv
     assert words in response.json()["error"]
     after = httpx.get(server.url + "/search", params={"q": QUERY, "k": 2})
     assert after.status_code == 200 and len(after.json()["hits"]) == 2
+
+
+def test_an_unknown_path_and_a_wrong_method_get_a_json_error_too(server):
+    missing = httpx.get(server.url + "/nope")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    wrong = httpx.delete(server.url + "/search")
+    assert wrong.status_code == 405 and wrong.json() == {"error": "Method Not Allowed"}
 
 
 def test_concurrent_requests_share_embedding_calls(server, built):

@@ -26,6 +26,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer.errors import ConfigError
 from indexer.log import get_logger
@@ -180,9 +181,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         ranking = Ranking(ranked.k, ranked.by_doc, settings, predicate)
         results = await state["batcher"].search(index, ranking, queries)
         mark = settings.mode != "dense"  # the words that matched: text and hybrid rank by them
+        answers = []
+        for text, hits in zip(queries, results):
+            stems = q.query_stems(text) if mark else set()
+            answers.append({"query": text, "hits": [hit_json(h, stems) for h in hits]})
         return {"table": index.table, "mode": settings.mode, "settings": settings.to_dict(), "settings_from": origin,
-                "results": [{"query": text, "hits": [hit_json(h, q.query_stems(text) if mark else set()) for h in hits]}
-                            for text, hits in zip(queries, results)]}
+                "results": answers}
 
     # The search answers are plain JSON already: returned as a JSONResponse, they skip FastAPI's generic encoder
     # (jsonable_encoder), which would walk every value of every hit once more.
@@ -253,8 +257,10 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return error(422, "; ".join(problems) or "invalid request")
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's HTTPException: the router raises it (404 for an unknown path, 405 for a wrong method), and
+    # FastAPI's, raised above, is a subclass: every HTTP error answers {"error": ...}.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(q.BadFilter)

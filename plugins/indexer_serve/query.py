@@ -120,14 +120,16 @@ def _stemmer():
 
 
 @lru_cache(maxsize=1 << 16)
-def stem(word: str) -> str:
-    # Every word of every hit is stemmed; a corpus' vocabulary repeats, so a cache keeps even snowballstemmer's
-    # pure-Python fallback (without PyStemmer) off the request's critical path.
-    return _stemmer().stemWord(_fold(word))
+def stem(word: str) -> str | None:
+    """The word as the full-text index keeps it (folded, stemmed); None for a stop word, which it leaves out."""
+    # Every word of every hit goes through here; a corpus' vocabulary repeats, so a cache keeps folding and even
+    # snowballstemmer's pure-Python fallback (without PyStemmer) off the request's critical path.
+    folded = _fold(word)
+    return None if folded in STOP_WORDS else _stemmer().stemWord(folded)
 
 
 def query_stems(query: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(query) if _fold(w) not in STOP_WORDS}
+    return {s for w in _WORD.findall(query) if (s := stem(w))}
 
 
 def highlights(text: str, stems: set[str]) -> list[tuple[int, int]]:
@@ -135,4 +137,4 @@ def highlights(text: str, stems: set[str]) -> list[tuple[int, int]]:
     English stemming), in order."""
     if not stems:
         return []
-    return [m.span() for m in _WORD.finditer(text) if _fold(m.group()) not in STOP_WORDS and stem(m.group()) in stems]
+    return [m.span() for m in _WORD.finditer(text) if stem(m.group()) in stems]

@@ -13,7 +13,7 @@ from typing import Any
 
 from indexer.components import Hit
 from indexer.log import get_logger
-from indexer.retrieval import Index, SearchSettings, open_index, settings_file, table_settings
+from indexer.retrieval import Index, SearchSettings, open_index, table_settings
 from indexer.state import WorkDir
 
 log = get_logger("serve")
@@ -23,8 +23,13 @@ log = get_logger("serve")
 WARM_UP_QUERY = "warm up"
 
 
-def open_warm(db: str, table: str | None, work_dir: str | None) -> Index:
+def open_warm(db: str, table: str | None, work_dir: str | None, serving: Index | None = None) -> Index:
+    """``table`` opened and searched once. A table embedded as ``serving``'s (same embedder record, same weights)
+    shares its embedder, so a switch between them loads no second copy of the model."""
     index = open_index(db, table, work_dir=work_dir)
+    if serving is not None and (index.meta["embedder"], index.meta["model"]["fingerprint"]) == (
+            serving.meta["embedder"], serving.meta["model"]["fingerprint"]):
+        index = dataclasses.replace(index, embedder=serving.embedder)
     index.search([WARM_UP_QUERY], k=1, settings=SearchSettings(mode="dense"))
     return index
 
@@ -53,7 +58,7 @@ class Follower:
     def _look(self) -> tuple[str, int | None]:
         """The table to serve now and its recorded settings' modification time."""
         table = self.work.aliases().get(self.alias, self.index.table) if self.alias else self.index.table
-        path = settings_file(self.work, table)
+        path = self.work.search_settings_file(table)
         return table, path.stat().st_mtime_ns if path.exists() else None
 
     def refresh(self) -> bool:
@@ -64,7 +69,7 @@ class Follower:
             return False
         table = seen[0]
         if table != self.index.table:
-            index = open_warm(self.db, table, self.work_dir)
+            index = open_warm(self.db, table, self.work_dir, serving=self.index)
             log.info("alias %s moved: now serving table %s (was %s)", self.alias, table, self.index.table)
         else:
             settings, origin = table_settings(self.work, table, self.index.sink)
