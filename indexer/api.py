@@ -109,6 +109,8 @@ def info(db: str = DEFAULT_DB, sink: str = "lancedb") -> list[dict[str, Any]]:
             embedder["options"] = host.public_options("embedder", str(embedder.get("name", "")), embedder["options"],
                                                       keep=EMBEDDER_SETTINGS)
         t["aliases"] = sorted(a for a, target in aliases.items() if target == t["table"])
-        settings, origin = table_settings(work, t["table"])
+        # as open_index searches it: a table without a full-text index is searched dense, whatever was recorded
+        table_sink = host.component("sink", t["meta"].get("sink", sink))(db=db, table=t["table"])
+        settings, origin = table_settings(work, t["table"], table_sink)
         t["search"] = {"settings": settings.to_dict(), "from": origin}
     return tables

