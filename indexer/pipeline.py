@@ -568,6 +568,9 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
                     summary.add(result)
                     writer.finished(result)
                     bar.update(writer.size(result.shard))
+                # Shards done before are checked even when no shard ran: a removed file may have held the first
+                # copy of a doc id that a later shard now keeps.
+                writer.flush()
             for gone in sorted(set(work.done_shards(plan.table)) - current):
                 for sink in sinks:
                     sink.write_shard(gone, [])

@@ -195,3 +195,24 @@ def test_a_document_id_in_two_shards_or_files_is_kept_where_it_comes_first(tmp_p
     again = indexer.build(str(folder), db=str(db), model=model_path, **settings)
     assert again.shards_skipped >= 1 and not [x for x in again.bad if x.shard == "b.jsonl"]  # b.jsonl's
     assert kept(across) == b[20]["title"] and kept("renamed") == a[5]["title"]
+
+
+def test_a_document_kept_in_a_later_file_comes_back_when_the_earlier_file_is_deleted(tmp_path, model_path):
+    """Nothing to embed in the second run, only a file gone: the unchanged file's dropped copy is written again."""
+    records = wiki_records(0, 40)
+    a, b = records[:20], records[20:]
+    b[3] = {**b[3], "id": a[2]["id"]}
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", a)
+    write_jsonl(folder / "b.jsonl", b)
+    db = tmp_path / "db.lancedb"
+    settings = {**SETTINGS, "progress": False}
+    indexer.build(str(folder), db=str(db), model=model_path, **settings)
+    assert f"{a[2]['id']}#0" in table_rows(db)[0]
+    (folder / "a.jsonl").unlink()
+    again = indexer.build(str(folder), db=str(db), model=model_path, **settings)
+    assert again.shards_removed == 1 and again.shards_skipped == 1
+    ids, texts, _ = table_rows(db)
+    assert {i.split("#")[0] for i in ids} == {r["id"] for r in b}
+    assert [t for i, t in zip(ids, texts) if i == f"{a[2]['id']}#0"][0].startswith(b[3]["title"])
