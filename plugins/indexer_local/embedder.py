@@ -63,9 +63,6 @@ class LocalEmbedder(Embedder):
 
     def __init__(self, model: str = DEFAULT_MODEL, **options: Any):
         super().__init__(model, **options)
-        self.query_prompt = self.options.query_prompt
-        self.document_prompt = self.options.document_prompt
-        self.threads = self.options.threads
         self._files: ModelFiles | None = None
         self._tokenizer = None
         self._net = None  # the loaded transformers model
@@ -113,6 +110,7 @@ class LocalEmbedder(Embedder):
             tok = load_tokenizer(self.model_path())
             self._tokenizer = tok
             self._specials = special_template(tok)
+            self._pad_id = self.files().pad_id(tok)
         return self._tokenizer
 
     def tokenizer_key(self) -> str:
@@ -120,7 +118,7 @@ class LocalEmbedder(Embedder):
 
     def _prompt(self, which: str) -> list[int]:
         if which not in self._prompt_ids:
-            chosen = self.query_prompt if which == "query" else self.document_prompt
+            chosen = self.options.query_prompt if which == "query" else self.options.document_prompt
             text = self.files().prompt_text(which, chosen)
             self._prompt_ids[which] = self.tokenizer().encode(text, add_special_tokens=False).ids if text else []
         return self._prompt_ids[which]
@@ -206,8 +204,8 @@ class LocalEmbedder(Embedder):
 
     def _on_cpu(self, precision: str) -> "LocalEmbedder":
         """This embedder's model, prompts and batching, on the CPU in another precision."""
-        return LocalEmbedder(self.model, device="cpu", precision=precision, query_prompt=self.query_prompt,
-                             document_prompt=self.document_prompt, threads=self.threads, batch_tokens=self.batch_tokens)
+        return LocalEmbedder(self.model, device="cpu", precision=precision, batch_tokens=self.batch_tokens,
+                             **self.options.as_dict())
 
     def _load(self):
         if self._net is not None:
@@ -221,7 +219,7 @@ class LocalEmbedder(Embedder):
 
             device, precision = self._choose()
             if device == "cpu":
-                torch.set_num_threads(self.threads or len(usable_cores()))
+                torch.set_num_threads(self.options.threads or len(usable_cores()))
             # int8 starts from the fp32 model: only its linear layers are quantised
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}[precision]
             from transformers.utils import logging as hf_logging
@@ -291,7 +289,8 @@ class LocalEmbedder(Embedder):
         import torch
 
         cfg = self._st_config()
-        pad_id = self.files().pad_id(self.tokenizer())
+        self.tokenizer()  # loads it, its special tokens and its pad id once
+        pad_id = self._pad_id
         longest = max(len(r) for r in rows)
         width = -(-longest // _LENGTH_MULTIPLE) * _LENGTH_MULTIPLE
         ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -351,9 +350,9 @@ def _int8_is_faster(precision: str) -> bool:
     fbgemm's VNNI or AVX2 int8 kernels. Where auto picks bf16 the CPU has native bf16, and there int8 was no faster
     (AMX bf16: several times faster; AVX-512 BF16 on an idle Zen 5: int8 0.95x bf16), so the gate's cost would buy
     nothing (docs/benchmarks.md#figures-behind-the-code)."""
-    flags = kernels.cpu_flags()
-    if precision != "fp32" or "amx_bf16" in flags:
+    if precision != "fp32":  # auto picks fp32 only without native bf16 (AMX included)
         return False
+    flags = kernels.cpu_flags()
     return int8.int8_engine() is not None and (int8.has_vnni(flags) or "avx2" in flags)
 
 
