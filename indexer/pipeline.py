@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexer.components import Chunker, Embedder, Executor, FieldMapping, Sink, Source
-from indexer.config import DEFAULT_MODEL, BuildConfig
+from indexer.config import DEFAULT_MODEL, BuildConfig, parse_shard_size
 from indexer.errors import ConfigError, IndexerError
 from indexer.memory import limit_malloc_arenas, return_freed_memory
 from indexer.options import check_build_options
@@ -120,6 +120,8 @@ def detect_source(uri: str, host: Host) -> str:
 def check_options(config: BuildConfig, host: Host, *, with_source: bool = True) -> None:
     """Every ``--option`` table parsed against its component's declaration, before any component is made: an
     unknown or ill-typed option fails here, naming the component's known options."""
+    if config.shard_size is not None:
+        parse_shard_size(config.shard_size)  # --shard-size reaches the source as an option: checked before any work
     if not config.options:
         return
     names = {"embedder": ("embedder", config.embedder), "chunker": ("chunker", config.chunker),
@@ -628,8 +630,9 @@ def worker_config(config: BuildConfig, location: Location) -> BuildConfig:
     source = config.source
     if source and glob.glob(os.path.expanduser(source)):
         source = os.path.abspath(os.path.expanduser(source))
+    options = {kind: table for kind, table in config.options.items() if kind != "executor"}  # theirs is "local"
     return config.replace(work_dir=location.path, sinks=[], executor="local", workers=None, progress=False,
-                          source=source)
+                          source=source, options=options)
 
 
 def _there(plan: Plan, path: Path) -> str:

@@ -161,6 +161,24 @@ def prepare_or_fail(job):
     return _prepare_shard(job)
 
 
+def test_workers_elsewhere_plan_without_this_runs_executor_options(tmp_path):
+    """Their executor is "local": the options meant for this run's executor would fail their option check."""
+    config = BuildConfig(source="x.jsonl", executor="processes",
+                         options={"executor": {"containers": 4}, "embedder": {"max_batch_size": 64}})
+    theirs = pipeline.worker_config(config, LocalFolder(tmp_path))
+    assert theirs.executor == "local" and theirs.options == {"embedder": {"max_batch_size": 64}}
+    pipeline.check_options(theirs, Host(make_plugin_manager()), with_source=False)
+
+
+def test_a_bad_shard_size_fails_before_the_embedder_is_checked(corpus, model_path, monkeypatch):
+    def never(*args):
+        raise AssertionError("the embedder was made (and checked: for TEI, a call to the server) before --shard-size")
+
+    monkeypatch.setattr(pipeline, "make_embedder", never)
+    with pytest.raises(ConfigError, match="--shard-size"):
+        pipeline.plan_build(BuildConfig(source=str(corpus), model=model_path, shard_size="lots"))
+
+
 def test_a_failing_worker_fails_the_run_clearly_and_finished_shards_stay_done(corpus, model_path, single_process_rows,
                                                                                tmp_path, monkeypatch):
     db = tmp_path / "db.lancedb"
