@@ -557,7 +557,8 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
             for sink in sinks:
                 sink.open(plan.model, meta)
             writer = InOrderWriter(plan, sinks, jobs, done, summary)
-            with executor, _run_progress(todo, f"{kind} {plan.table}", config.progress) as bar:
+            run_bar, steps = _run_progress(todo, f"{kind} {plan.table}", config.progress)
+            with executor, run_bar as bar:
                 results = run_jobs(executor, plan, todo)
                 while True:
                     try:
@@ -569,7 +570,7 @@ def _run(plan: Plan, host: Host, jobs: list[ShardJob], kind: str, current: set[s
                         break
                     summary.add(result)
                     writer.finished(result)
-                    bar.update(writer.size(result.shard))
+                    bar.update(steps[result.shard])
                 # Shards done before are checked even when no shard ran: a removed file may have held the first
                 # copy of a doc id that a later shard now keeps.
                 writer.flush()
@@ -664,13 +665,15 @@ def fetch_results(location: Location, plan: Plan, job: ShardJob) -> None:
             location.download(_there(plan, path), tmp)
 
 
-def _run_progress(todo: list[ShardJob], desc: str, enabled: bool) -> Any:
-    """The run's bar: bytes of input when every shard's size is known (so the ETA follows the input, not the
-    shard count), else shards. One shard has its own bar (embedding) and needs no second."""
-    sizes = [j.shard.size for j in todo]
-    if all(sizes):
-        return progress_bar(desc, total=sum(sizes), unit="B", enabled=enabled and len(todo) > 1)
-    return progress_bar(desc, total=len(todo), unit="shard", enabled=enabled and len(todo) > 1)
+def _run_progress(todo: list[ShardJob], desc: str, enabled: bool) -> tuple[Any, dict[str, int]]:
+    """The run's bar and how far each shard moves it: bytes of input when every shard's size is known (so the ETA
+    follows the input, not the shard count), else shards. One shard has its own bar (embedding) and needs no
+    second."""
+    by_bytes = all(j.shard.size for j in todo)
+    steps = {j.shard.key: j.shard.size if by_bytes else 1 for j in todo}
+    bar = progress_bar(desc, total=sum(steps.values()), unit="B" if by_bytes else "shard",
+                       enabled=enabled and len(todo) > 1)
+    return bar, steps
 
 
 class InOrderWriter:
@@ -687,15 +690,11 @@ class InOrderWriter:
 
     def __init__(self, plan: Plan, sinks: list[Sink], jobs: list[ShardJob], done: set[str], summary: RunSummary):
         self.plan, self.sinks, self.jobs, self.done, self.summary = plan, sinks, jobs, done, summary
-        self.sizes = {j.shard.key: j.shard.size or 1 for j in jobs}
         self.fingerprints = {j.shard.key: j.shard.fingerprint for j in jobs}
         self.ready: dict[str, ShardResult] = {}
         self.next = 0  # index into jobs of the first shard not written
         self.seen: set[int] = set()
         self.held: list[str] = []  # shards in the sinks, in the order their doc ids went into seen
-
-    def size(self, shard: str) -> int:
-        return self.sizes[shard]
 
     def finished(self, result: ShardResult) -> None:
         self.ready[result.shard] = result

@@ -27,3 +27,16 @@ def test_a_log_gets_whole_lines_with_the_total_and_an_eta_not_bar_redraws(monkey
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
     assert isinstance(progress_bar("x", total=3), LineProgress)
+
+
+def test_a_run_of_shards_of_unknown_size_counts_shards_and_every_shard_moves_it_by_one():
+    """An empty file (size 0) makes the run's bar count shards: a shard may not then move it by its bytes."""
+    from indexer.config import BuildConfig
+    from indexer.pipeline import ShardJob, _run_progress
+    from indexer.types import Shard
+
+    jobs = [ShardJob(BuildConfig(), Shard("a.jsonl", "f", size=66)), ShardJob(BuildConfig(), Shard("b.jsonl", "g"))]
+    bar, steps = _run_progress(jobs, "build", enabled=False)
+    assert steps == {"a.jsonl": 1, "b.jsonl": 1}
+    bar, steps = _run_progress(jobs[:1] * 2, "build", enabled=False)
+    assert steps == {"a.jsonl": 66}
