@@ -9,6 +9,7 @@ import json
 import click
 
 from indexer.cli import db_option as DB, work_dir_option as WORK_DIR
+from indexer.versions import METRICS
 
 STORE = click.option("--store", default="lancedb", show_default=True, help="Feedback store plugin.")
 
@@ -145,7 +146,7 @@ def finetune(remote, gpu, no_progress, as_json, **settings) -> None:
 @click.command("tune-search")
 @DB
 @click.option("--table", help="Table or alias (default: the alias 'current', else the only table).")
-@click.option("--metric", type=click.Choice(["ndcg@10", "recall@10", "recall@100", "mrr@10"]), default="ndcg@10",
+@click.option("--metric", type=click.Choice(METRICS), default="ndcg@10",
               show_default=True, help="What decides.")
 @click.option("--pairs", type=click.Choice(["auto", "heldout", "all"]), default="auto", show_default=True,
               help="Judgements to score on: auto = the held-out split when the table's model was fine-tuned on this "

@@ -50,6 +50,13 @@ from indexer_feedback.judgements import (
 
 log = get_logger("feedback")
 RECORD = "indexer_finetune.json"
+
+
+def read_record(model: str) -> dict[str, Any] | None:
+    """What ``indexer finetune`` recorded beside the model it saved at ``model`` (its split, held-out judgements,
+    metrics); None when ``model`` is not such a folder."""
+    record = Path(model) / RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
 LOSSES = ("mnrl", "cached-mnrl")
 # Candidates per held-out query kept in a bounded evaluation corpus.
 EVAL_CANDIDATES = 20

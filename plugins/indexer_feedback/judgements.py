@@ -104,19 +104,18 @@ def recorded_heldout(model: str) -> Any:
     """The held-out judgements ``indexer finetune`` recorded beside the model it saved (an
     :class:`indexer.versions.Heldout`), or None when ``model`` is no such model. Answers the core's
     ``heldout_judgements`` hook, so ``indexer reembed --model FINE_TUNED`` scores on the split training never saw."""
-    import json
+    from indexer.versions import Heldout
     from pathlib import Path
 
-    from indexer.versions import Heldout
-    from indexer_feedback.finetune import RECORD
+    from indexer_feedback.finetune import RECORD, read_record
 
-    record = Path(model) / RECORD
-    if not record.is_file():
+    record = read_record(model)
+    if record is None:
         return None
-    heldout = json.loads(record.read_text()).get("heldout", [])
+    heldout = record.get("heldout", [])
     queries, qrels = qrels_of(Judgement(j["query"], j["query_id"], j["doc_id"], j["doc_id"], j["relevance"])
                               for j in heldout)
-    return Heldout(queries, qrels, f"the held-out pairs recorded in {record}") if qrels else None
+    return Heldout(queries, qrels, f"the held-out pairs recorded in {Path(model) / RECORD}") if qrels else None
 
 
 def rank_by_doc(query_vectors: Any, chunk_vectors: Any, doc_ids: Sequence[str], k: int = 100) -> list[list[tuple[str, float]]]:

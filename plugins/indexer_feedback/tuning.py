@@ -22,8 +22,8 @@ from typing import Any
 
 from indexer.errors import ConfigError
 from indexer.retrieval import SearchSettings
+from indexer.versions import METRICS
 
-METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 TEXT_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 # Order matters on a tie: the simpler setting listed first wins.
 GRID = [SearchSettings("dense"), SearchSettings("text"),
@@ -71,13 +71,9 @@ class Tuning:
 
 def fine_tune_split(model: str) -> dict[str, Any] | None:
     """The held-out split (``{"heldout_fraction", "seed"}``) of the fine-tune that made ``model``, if it is one."""
-    import json
-    from pathlib import Path
+    from indexer_feedback.finetune import read_record
 
-    from indexer_feedback.finetune import RECORD
-
-    record = Path(model) / RECORD
-    return json.loads(record.read_text()).get("split") if record.is_file() else None
+    return (read_record(model) or {}).get("split")
 
 
 def tune_search(db: str, table: str | None = None, *, metric: str = "ndcg@10", pairs: str = "auto",
