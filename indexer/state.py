@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -305,15 +306,30 @@ class WorkDir:
     def forget_done(self, table: str, shard: str) -> None:
         self.done_file(table, shard).unlink(missing_ok=True)
 
+    def table_folder(self, table: str) -> Path:
+        """Where the records of ``table`` live: table.json (what it holds), search.json, eval.json."""
+        return self.root / "tables" / table
+
+    def forget_table(self, table: str) -> None:
+        """Every record of a dropped table."""
+        shutil.rmtree(self.table_folder(table), ignore_errors=True)
+
     def write_table_info(self, table: str, info: dict[str, Any]) -> None:
-        atomic_write_text(self.root / "tables" / table / "table.json", json.dumps(info, indent=1, sort_keys=True))
+        atomic_write_text(self.table_folder(table) / "table.json", json.dumps(info, indent=1, sort_keys=True))
 
     def table_info(self, table: str) -> dict[str, Any] | None:
-        return _read_json(self.root / "tables" / table / "table.json")
+        return _read_json(self.table_folder(table) / "table.json")
+
+    def eval_record(self, table: str) -> dict[str, Any] | None:
+        """The last held-out evaluation of ``table`` against the table it was re-embedded from."""
+        return _read_json(self.table_folder(table) / "eval.json")
+
+    def write_eval_record(self, table: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.table_folder(table) / "eval.json", json.dumps(record, indent=1))
 
     def search_settings_file(self, table: str) -> Path:
         """How ``table`` is searched unless a search says otherwise (written by ``indexer tune-search``)."""
-        return self.root / "tables" / table / "search.json"
+        return self.table_folder(table) / "search.json"
 
     def search_settings(self, table: str) -> dict[str, Any] | None:
         return _read_json(self.search_settings_file(table))

@@ -11,7 +11,6 @@ Judgements come from an argument (:func:`heldout_from_files`: BEIR qrels and que
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +155,8 @@ def reembed(config: BuildConfig, from_table: str | None = None, *, promote_if_be
         out.heldout = heldout.origin
         out.before = score_table(config.db, source_table, heldout, str(work.root))
         out.after = score_table(config.db, summary.table, heldout, str(work.root))
-        _record_eval(work, summary.table, out)
+        work.write_eval_record(summary.table, {"time": time.time(), "against": out.from_table, "heldout": out.heldout,
+                                               "before": out.before, "after": out.after})
     if not promote_if_better:
         out.reason = (f"alias {ALIAS} still points at {alias_before}; `indexer alias set {ALIAS} {summary.table}` "
                       "promotes the new table (or rerun with --promote-if-better)")
@@ -175,17 +175,6 @@ def reembed(config: BuildConfig, from_table: str | None = None, *, promote_if_be
                       f"({out.before[metric]:.4f} -> {out.after[metric]:.4f}, {gain:+.4f}); "
                       f"table {summary.table} stays queryable with --table until `indexer prune`")
     return out
-
-
-def _eval_file(work: WorkDir, table: str) -> Path:
-    return work.root / "tables" / table / "eval.json"
-
-
-def _record_eval(work: WorkDir, table: str, out: ReembedOutcome) -> None:
-    from indexer.state import atomic_write_text
-
-    atomic_write_text(_eval_file(work, table), json.dumps({"time": time.time(), "against": out.from_table, "heldout": out.heldout,
-                                        "before": out.before, "after": out.after}, indent=1))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -220,11 +209,10 @@ def list_versions(db: str, work_dir: str | None = None) -> list[dict[str, Any]]:
     aliases = work.aliases()
     out = []
     for t in _tables(db):
-        ev_path = _eval_file(work, t["table"])
         out.append({
             "table": t["table"], "rows": t["rows"], "model": (t["meta"].get("model") or {}).get("name"),
             "aliases": sorted(a for a, target in aliases.items() if target == t["table"]),
-            "eval": json.loads(ev_path.read_text()) if ev_path.exists() else None,
+            "eval": work.eval_record(t["table"]),
             "chunkset": t["meta"].get("chunkset"),
         })
     return out
@@ -259,7 +247,7 @@ def prune(db: str, tables: list[str] | None = None, *, dry_run: bool = False, wo
     sink = get_host().component("sink", SINK)(db=db, table="")
     for name in doomed:
         sink.delete_table(name)
-        shutil.rmtree(work.root / "tables" / name, ignore_errors=True)
+        work.forget_table(name)
 
     def vector_set(meta: dict[str, Any]) -> tuple[str, str] | None:
         try:
