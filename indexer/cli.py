@@ -49,6 +49,35 @@ def cli(verbose: bool, quiet: bool) -> None:
     limit_malloc_arenas()  # before any command starts threads: builds, index builds, searches
 
 
+def embedding_options(f):
+    """How to embed and where to run: shared by ``build`` and ``reembed``."""
+    for option in reversed([
+        click.option("--embedder", help="Embedder plugin (default: local)."),
+        click.option("--device", help="auto, cpu, cuda, mps."),
+        click.option("--precision", help="auto (the fastest this hardware runs well; int8 only where a search of a "
+                     "corpus sample ranks as fp32 does), exact, fast, fp32, bf16, fp16, int8 (CPU)."),
+        click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch (default: the embedder's; "
+                     "local: 4096 on CPU, 16384 on GPU)."),
+        click.option("--executor", help="Executor plugin (default: local)."),
+        click.option("--workers", type=int, help="Worker processes/containers, for executors that use them."),
+        click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE: KIND is source, "
+                     "chunker, embedder, executor or a sink name, e.g. embedder.max_batch_size=256, lancedb.fts=false."),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+    ]):
+        f = option(f)
+    return f
+
+
+def run_overrides(options: tuple[str, ...], no_progress: bool) -> dict[str, Any]:
+    """``--option`` pairs and ``--no-progress`` as BuildConfig settings."""
+    out: dict[str, Any] = {}
+    if options:
+        out["options"] = option_pairs(options)
+    if no_progress:
+        out["progress"] = False
+    return out
+
+
 @cli.command()
 @click.argument("source", required=False)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="INDEXER_CONFIG", help="TOML file with any of these settings.")
@@ -63,34 +92,23 @@ def cli(verbose: bool, quiet: bool) -> None:
 @click.option("--overlap", type=int, help="Tokens shared by consecutive chunks (default 32).")
 @click.option("--min-tokens", type=int, help="Smallest tail worth its own chunk (default 16).")
 @click.option("--boundaries", type=click.Choice(["token", "sentence", "paragraph"]), help="Where chunks prefer to end.")
-@click.option("--embedder", help="Embedder plugin (default: local).")
 @click.option("--model", envvar="INDEXER_MODEL", help="Model id or path (default: sentence-transformers/all-MiniLM-L6-v2).")
 @click.option("--late-interaction", metavar="NAME", help="Late-interaction indexing with plugin NAME (e.g. colbert): its embedder and, unless --sink is given, its sink.")
-@click.option("--device", help="auto, cpu, cuda, mps.")
-@click.option("--precision", help="auto (the fastest this hardware runs well; int8 only where a search of a corpus sample "
-              "ranks as fp32 does), exact, fast, fp32, bf16, fp16, int8 (CPU).")
-@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch (default: the embedder's; local: 4096 on CPU, 16384 on GPU).")
 @click.option("--sink", "sinks", multiple=True, help="Sink plugin (repeat; default: lancedb).")
 @click.option("--db", envvar="INDEXER_DB", help="LanceDB folder or URI (default: index.lancedb).")
 @click.option("--table", help="Table name (default: one per model, <model>-<fingerprint>).")
-@click.option("--executor", help="Executor plugin (default: local).")
-@click.option("--workers", type=int, help="Worker processes/containers, for executors that use them.")
 @click.option("--work-dir", envvar="INDEXER_WORK_DIR", help="Run state folder (default: <db>/_indexer).")
 @click.option("--shard-size", help="Cut bigger files into shards of this size: 64MB (the default), 1GB, 100000rows.")
-@click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE: KIND is source, chunker, embedder, executor or a sink name, e.g. embedder.precision=exact, lancedb.fts=true.")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero when any record was skipped.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Also write the run summary as JSON here.")
+@embedding_options
 def build(source, config_file, options, no_progress, summary_json, **settings) -> None:
     """Chunk, embed and index SOURCE (a file, folder, glob or Hub dataset name). Reruns resume and skip."""
     from indexer import api
 
     for key in ("metadata_fields", "sinks"):
         settings[key] = list(settings[key]) or None
-    if options:
-        settings["options"] = option_pairs(options)
-    if no_progress:
-        settings["progress"] = False
+    settings.update(run_overrides(options, no_progress))
     summary = api.build(source, config=config_file, **settings)
     click.echo(summary.render(), err=True)
     if summary_json:
@@ -297,19 +315,12 @@ def _cell(row: dict[str, Any], key: str) -> str:
 @click.option("--table", help="New table name (default: <model>-<fingerprint>).")
 @db_option
 @work_dir_option
-@click.option("--embedder", help="Embedder plugin (default: local).")
-@click.option("--device", help="auto, cpu, cuda, mps.")
-@click.option("--precision", help="auto, exact, fast, fp32, bf16, fp16.")
-@click.option("--batch-tokens", type=int, help="Padded tokens per embedding batch.")
-@click.option("--executor", help="Executor plugin (default: local).")
-@click.option("--workers", type=int)
-@click.option("--option", "options", multiple=True, help="Plugin option KIND.NAME=VALUE.")
+@embedding_options
 @click.option("--promote-if-better", is_flag=True, help="Point the alias 'current' at the new table only if the held-out metric rose.")
 @click.option("--metric", default="recall@10", show_default=True, type=click.Choice(versions.METRICS))
 @click.option("--min-gain", type=float, default=0.0, show_default=True, help="Promote only when the metric rises by more than this.")
 @click.option("--qrels", type=click.Path(dir_okay=False), help="Held-out qrels (default: what a plugin keeps for --model, e.g. the fine-tune record beside it).")
 @click.option("--queries", type=click.Path(dir_okay=False), help="Queries of --qrels.")
-@click.option("--no-progress", is_flag=True)
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the run summary and evaluation as JSON here.")
 def reembed(model, from_table, table, db, work_dir, options, promote_if_better, metric, min_gain, qrels, queries,
             no_progress, summary_json, **settings) -> None:
@@ -317,11 +328,7 @@ def reembed(model, from_table, table, db, work_dir, options, promote_if_better, 
     nothing is chunked again), and compare both tables on held-out judgements."""
     from indexer.config import BuildConfig
 
-    overrides = {k: v for k, v in settings.items() if v is not None}
-    if options:
-        overrides["options"] = option_pairs(options)
-    if no_progress:
-        overrides["progress"] = False
+    overrides = {**{k: v for k, v in settings.items() if v is not None}, **run_overrides(options, no_progress)}
     config = BuildConfig.load(None, model=model, table=table, db=db, work_dir=work_dir, **overrides)
     if bool(qrels) != bool(queries):
         raise click.UsageError("--qrels and --queries go together")
