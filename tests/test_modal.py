@@ -268,9 +268,10 @@ def test_shard_body_refuses_a_plan_other_than_the_run_expects(local_modal, model
                          sinks=[], progress=False)
     shard = app.describe_source.local(config)
     assert [k for k, _ in shard] == ["wiki-demo.jsonl"]
-    job = pipeline.ShardJob(config, pipeline.plan_build(config).source.shards()[0])
+    job = pipeline.ShardJob(config, pipeline.plan_build(config).source.shards()[0],
+                            expected={"chunkset": "x", "model": "y"})
     with pytest.raises(ConfigError, match="expects x / y") as raised:
-        app.run_shard.local(pipeline.prepare_shard, job, None, {"chunkset": "x", "model": "y"})
+        app.run_shard.local(pipeline.prepare_shard, job, None)
     # the error names its shard, also once pickled (how it travels back from a container)
     import pickle
 
@@ -371,8 +372,8 @@ def finishing_in_reverse(unname=()):
     Modal's own, a lost container, carries none)."""
     run_shards = modal_executor._LocalRunner.run_shards
 
-    def reversed_run_shards(self, fn, jobs, links_file, expected):
-        outcomes = list(run_shards(self, fn, jobs, links_file, expected))
+    def reversed_run_shards(self, fn, jobs, links_file):
+        outcomes = list(run_shards(self, fn, jobs, links_file))
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and getattr(outcome, worker.SHARD_ATTRIBUTE, "").startswith(unname):
                 delattr(outcome, worker.SHARD_ATTRIBUTE)

@@ -72,9 +72,9 @@ def _commit() -> None:
 @app.function(image=cpu_image, volumes=volumes, secrets=secrets, env=settings.container_env(), cpu=settings.cpu,
               memory=settings.memory, timeout=settings.shard_timeout, max_containers=settings.cpu_containers,
               retries=settings.retries)
-def run_shard(fn: Any, job: Any, links_file: str | None, expected: dict[str, str] | None = None) -> Any:
+def run_shard(fn: Any, job: Any, links_file: str | None) -> Any:
     """One shard job (``fn(job)``, the pipeline's ``prepare_shard``) against the work directory on the Volume."""
-    return worker.run_shard(fn, job, links_file, expected, settings.volume_root(), _reload, _commit)
+    return worker.run_shard(fn, job, links_file, settings.volume_root(), _reload, _commit)
 
 
 @app.function(image=cpu_image, volumes=volumes, secrets=secrets, env=settings.container_env(), cpu=settings.cpu,

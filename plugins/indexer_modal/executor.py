@@ -90,7 +90,7 @@ class ModalExecutor(Executor):
         pending = {job.shard.key: job for job in jobs}
         failed: list[tuple[Any, BaseException]] = []
         finished = 0
-        for outcome in runner.run_shards(fn, jobs, links_file, [job.expected for job in jobs]):
+        for outcome in runner.run_shards(fn, jobs, links_file):
             if isinstance(outcome, BaseException):
                 failed.append((pending.pop(getattr(outcome, worker.SHARD_ATTRIBUTE, None), None), outcome))
                 continue
@@ -159,8 +159,7 @@ def check_remote_shards(remote: list[tuple[str, str]], jobs: list[Any]) -> None:
 
 
 class _Runner:
-    def run_shards(self, fn: Callable[[Any], Any], jobs: list[Any], links_file: str | None,
-                   expected: list[dict[str, str]]) -> Iterator[Any]:
+    def run_shards(self, fn: Callable[[Any], Any], jobs: list[Any], links_file: str | None) -> Iterator[Any]:
         """Each job's result or exception, as the jobs finish (in any order)."""
         raise NotImplementedError
 
@@ -178,12 +177,12 @@ class _ModalRunner(_Runner):
             self.run_shard = self.run_shard.with_options(max_containers=workers)
         self.describe = modal.Function.from_name(settings.app_name, "describe_source")
 
-    def run_shards(self, fn, jobs, links_file, expected):
+    def run_shards(self, fn, jobs, links_file):
         n = len(jobs)
         # As they finish: a shard that finished is fetched and written while earlier ones still run. Exceptions
         # come back as values, so that one failed shard does not stop the others.
         with modal_errors(self.app_name):
-            yield from self.run_shard.map([fn] * n, jobs, [links_file] * n, expected, order_outputs=False,
+            yield from self.run_shard.map([fn] * n, jobs, [links_file] * n, order_outputs=False,
                                           return_exceptions=True)
 
     def describe_source(self, config):
@@ -199,10 +198,10 @@ class _LocalRunner(_Runner):
 
         self.app = app
 
-    def run_shards(self, fn, jobs, links_file, expected):
-        for job, exp in zip(jobs, expected):
+    def run_shards(self, fn, jobs, links_file):
+        for job in jobs:
             try:
-                outcome = call_local(self.app.run_shard, fn, job, links_file, exp)
+                outcome = call_local(self.app.run_shard, fn, job, links_file)
             except Exception as exc:  # handed back, as return_exceptions=True does on Modal
                 outcome = exc
             yield outcome

@@ -42,20 +42,16 @@ def link_inputs(links: dict[str, str], volume_root: Path, root: Path = Path("/")
     return made
 
 
-def run_shard(fn: Callable[[Any], Any], job: Any, links_file: str | None, expected: dict[str, str] | None,
-              volume_root: Path, reload: Callable[[], None], commit: Callable[[], None]) -> Any:
-    """Run one shard job in a chunking container and commit what it wrote to the Volume.
-
-    ``expected``, when given, replaces the chunk set and vector set keys the job carries (``job.expected``): the
-    shard job itself stops when the container plans otherwise (another version of the input or of the
-    tokenizer), as it would write files the run never reads.
+def run_shard(fn: Callable[[Any], Any], job: Any, links_file: str | None, volume_root: Path,
+              reload: Callable[[], None], commit: Callable[[], None]) -> Any:
+    """Run one shard job in a chunking container and commit what it wrote to the Volume. The job carries the chunk
+    set and vector set keys its run planned (``job.expected``) and stops when the container plans otherwise
+    (another version of the input or of the tokenizer), as it would write files the run never reads.
     """
     try:
         reload()  # see what the pipeline staged since this container started
         if links_file:
             link_inputs(json.loads((volume_root / links_file).read_text()), volume_root)
-        if expected is not None:
-            job = dataclasses.replace(job, expected=expected)
         result = fn(job)
         commit()
         return result
