@@ -96,11 +96,14 @@ class LanceDBSink(Sink):
     def __init__(self, *, db: str, table: str, **options: Any):
         super().__init__(db=db, table=table, **options)
         o = self.options
-        # what the options say, in the forms the index builds take
         self.fts_config = {argument: getattr(o, name) for name, argument in FTS_OPTIONS.items()}
+        self.ann_min_rows = o.ann_min_rows
         self.index_type = o.index_type.upper()
+        self.fts = o.fts
         self.scalar_indexes = _scalar_index_option(o.scalar_index)
         self.metric = o.metric.lower()
+        self.refine_factor = o.refine_factor
+        self.rows_per_partition = o.rows_per_partition
         self._conn: Any = None
         self._tbl: Any = None
         self._async_tbl: tuple[int, Any] | None = None  # (version, lancedb AsyncTable) for concurrent text queries
@@ -310,7 +313,7 @@ class LanceDBSink(Sink):
         stale = 0  # rows written since an index was built; optimize() folds them into every index
         built = False
 
-        if rows >= self.options.ann_min_rows:
+        if rows >= self.ann_min_rows:
             stats = tbl.index_stats(vector_index.name) if vector_index else None
             if stats is None or stats.num_indexed_rows < rows / 2:
                 # A delta over half the table would search worse than a fresh index with partitions sized for it.
@@ -318,7 +321,7 @@ class LanceDBSink(Sink):
                 built = True
             else:
                 stale = max(stale, stats.num_unindexed_rows)
-        if self.options.fts:
+        if self.fts:
             stats = tbl.index_stats(text_index.name) if text_index else None
             # The index records how it tokenizes; other options than those asked for now mean a rebuild.
             details = (getattr(text_index, "index_details", None) or {}) if text_index else {}
@@ -361,7 +364,7 @@ class LanceDBSink(Sink):
     def _build_vector_index(self, tbl: Any, rows: int) -> None:
         from lancedb import index as li
 
-        per_partition = self.options.rows_per_partition or (ROWS_PER_HNSW_PARTITION if "HNSW" in self.index_type else 0)
+        per_partition = self.rows_per_partition or (ROWS_PER_HNSW_PARTITION if "HNSW" in self.index_type else 0)
         # Without a size, plain IVF indexes leave partitions (and sub-vectors) to lancedb, which sizes them itself.
         partitions = max(1, math.ceil(rows / per_partition)) if per_partition else None
         config = getattr(li, INDEX_CONFIGS[self.index_type])(distance_type=self.metric, num_partitions=partitions)
@@ -400,8 +403,8 @@ class LanceDBSink(Sink):
                 tbl.search(part if len(part) > 1 else part[0], vector_column_name=VECTOR)
                 .distance_type(self.metric)
                 .limit(k)
-                .refine_factor(self.options.refine_factor)
-                .ef(max(100, 2 * k * self.options.refine_factor))
+                .refine_factor(self.refine_factor)
+                .ef(max(100, 2 * k * self.refine_factor))
                 .select([*RESULT_COLUMNS, "_distance"])
             )
             if filter:
